@@ -1,0 +1,70 @@
+"""The one prompt layout shared by training pairs (RAFT context samples) and serving (/ask).
+
+Training and serving must format retrieved context identically, or the tuned model learns a
+layout it never sees at serving time. Both sides call `build_messages`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ragtune.types import ChatMessage
+
+DEFAULT_SYSTEM = (
+    "You are {name}, the assistant of {organisation}. Answer the question. When context "
+    "passages are given, answer only from them, quote the passage you rely on and cite it "
+    "as [n]. If the passages do not contain the answer, say that you do not know.")
+
+NO_ANSWER = "I don't know: the documents I have do not answer this question."
+NO_ANSWER_ZH = "我不知道：现有文档中没有这个问题的答案。"
+
+
+class Passage(Protocol):
+    """Anything with a source, a section and a text (a `Chunk` is one)."""
+
+    source: str
+    section: str
+    text: str
+
+
+def system_prompt(name: str = "ragtune", organisation: str = "ragtune") -> str:
+    return DEFAULT_SYSTEM.format(name=name, organisation=organisation)
+
+
+def format_passage(n: int, passage: Passage) -> str:
+    """`[n] source › section` header line, then the text."""
+    where = passage.source + (f" › {passage.section}" if passage.section else "")
+    return f"[{n}] {where}\n{passage.text.strip()}"
+
+
+def format_context(passages: Sequence[Passage]) -> str:
+    return "\n\n".join(format_passage(i, p) for i, p in enumerate(passages, start=1))
+
+
+def user_prompt(question: str, passages: Sequence[Passage] | None = None) -> str:
+    """The user turn: the question alone, or context passages followed by the question."""
+    if not passages:
+        return question.strip()
+    return f"Context:\n{format_context(passages)}\n\nQuestion: {question.strip()}"
+
+
+def build_messages(question: str, passages: Sequence[Passage] | None = None,
+                   system: str | None = None) -> list[ChatMessage]:
+    """Chat messages for a question, with optional retrieved passages and system prompt."""
+    messages: list[ChatMessage] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": user_prompt(question, passages)})
+    return messages
+
+
+def cited_answer(quote: str, answer: str, n: int) -> str:
+    """RAFT-style answer: quote the supporting sentence with its marker, then answer."""
+    return f"[{n}] says: \"{quote.strip()}\"\nAnswer: {answer.strip()} [{n}]"
+
+
+def is_chinese(text: str) -> bool:
+    """True when CJK ideographs make up a notable share of the text."""
+    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    return cjk > 0 and cjk >= 0.2 * max(len(text.strip()), 1)

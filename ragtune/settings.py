@@ -1,0 +1,140 @@
+"""One settings class for the whole product (pydantic-settings).
+
+Precedence, highest first: explicit arguments (CLI flags) > environment (`RAGTUNE_*`) >
+YAML file (`RAGTUNE_CONFIG`, or `./ragtune.yaml` when present) > defaults.
+Everything a run produces goes under `workspace` (see `Workspace`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
+                               YamlConfigSettingsSource)
+
+EMBEDDED_GENERATOR = "embedded:smollm2-135m"
+EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
+GPU_GENERATOR = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+
+
+def _yaml_file() -> Path | None:
+    explicit = os.environ.get("RAGTUNE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("ragtune.yaml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Product-wide settings; every field is also `RAGTUNE_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGTUNE_", extra="forbid",
+                                      env_nested_delimiter="__")
+
+    workspace: Path = Path("workspace")
+    # Models: "auto", "embedded:<name>", a Hugging Face id or a local directory.
+    generator: str = "auto"
+    embedder: str = EMBEDDED_EMBEDDER
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Ingest.
+    chunk_size: int = Field(500, gt=0)
+    chunk_overlap: int = Field(60, ge=0)
+    max_file_mb: float = Field(50.0, gt=0)
+    # Serving.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    generator_backend: Literal["transformers", "openai"] = "transformers"
+    upstream_base_url: str | None = None
+    upstream_api_key: SecretStr | None = None
+    upstream_model: str | None = None
+    top_k: int = Field(4, ge=1, le=50)
+    relevance_threshold: float = 0.0
+    max_new_tokens: int = Field(256, ge=1)
+    max_question_chars: int = Field(4000, ge=1)
+    max_new_tokens_limit: int = Field(2048, ge=1)
+    max_top_k: int = Field(20, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_batch_size: int = Field(8, ge=1)
+    max_queue: int = Field(64, ge=1)
+    request_timeout_s: float = Field(120.0, gt=0)
+    # UI.
+    api_url: str = "http://127.0.0.1:8000"
+    ui_port: int = Field(7860, ge=0, le=65535)
+    # Identity used in SFT identity pairs and the default system prompt.
+    assistant_name: str = "ragtune"
+    organisation: str = "ragtune"
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info: Any) -> int:
+        size = info.data.get("chunk_size")
+        if size is not None and v >= size:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_size ({size})")
+        return v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = _yaml_file()
+        if yaml_path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+    @cached_property
+    def paths(self) -> Workspace:
+        return Workspace(self.workspace)
+
+
+class Workspace:
+    """Where each artifact lives inside the workspace directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def evals_dir(self) -> Path:
+        return self.root / "evals"
+
+    @property
+    def feedback_db(self) -> Path:
+        return self.root / "feedback.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, dropping `None` overrides so unset CLI flags do not mask env/YAML."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
