@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ragtune.types import GenerationRequest, GenerationResult, Generator
+from ragtune.types import GenerationRequest, GenerationResult, Generator, Retriever
 
 
 class HashEmbedder:
@@ -81,3 +81,21 @@ class EchoGenerator(Generator):
         text = self.generate([request])[0].text
         for i, word in enumerate(text.split(" ")):
             yield word if i == 0 else " " + word
+
+
+class StaticRetriever(Retriever):
+    """A `Retriever` over a fixed list of chunks, ranked by fake-embedding cosine similarity."""
+
+    def __init__(self, chunks, embedder: HashEmbedder | None = None) -> None:
+        self.chunks = list(chunks)
+        self.embedder = embedder or HashEmbedder()
+        self._vectors = self.embedder.embed([c.text for c in self.chunks]) if self.chunks else None
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid"):
+        from ragtune.types import Hit
+
+        if not self.chunks:
+            return []
+        scores = self._vectors @ self.embedder.embed([query])[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Hit(self.chunks[i], float(scores[i])) for i in order]
