@@ -332,7 +332,8 @@ def _sharegpt_messages(r: _Row) -> list[ChatMessage]:
         turns = [x for x in msgs if x["role"] != "system"]
         expected = "user" if len(turns) % 2 == 0 else "assistant"
         if role != expected:
-            r.fail(f"{col}[{i}]", f"expected a {expected} turn, got {role}",
+            article = "an" if expected == "assistant" else "a"
+            r.fail(f"{col}[{i}]", f"expected {article} {expected} turn, got {role}",
                    "turns must alternate user, assistant, user, ... starting with user")
         msgs.append({"role": role, "content": content})
     return msgs
