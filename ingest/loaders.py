@@ -96,8 +96,8 @@ def _markdown(text: str) -> str:
 
 _DROP_TAGS = ["script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "head"]
 _BLOCK_TAGS = ["p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "ul", "ol",
-               "li", "dl", "dt", "dd", "pre", "blockquote", "figure", "figcaption", "form", "fieldset",
-               "address", "details", "summary", "hr", "tr", "caption"]
+               "dl", "dt", "dd", "pre", "blockquote", "figure", "figcaption", "form", "fieldset",
+               "address", "details", "summary", "hr", "tr", "caption"]  # li: one line each, see html_to_text
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 
 
@@ -130,16 +130,17 @@ def _cell_lines(table) -> list[str]:
 
 def html_to_text(markup: str) -> str:
     """Convert HTML to Markdown-ish text: h1-h6 as '#' lines, tables as rows, scripts/styles dropped."""
-    from bs4 import BeautifulSoup, Comment
+    from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
 
     soup = BeautifulSoup(markup, "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_DROP_TAGS):
         tag.decompose()
-    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
-        comment.extract()
+    for special in soup.find_all(string=lambda s: isinstance(s, (Comment, Declaration, Doctype,
+                                                                   ProcessingInstruction))):
+        special.extract()
     for s in soup.find_all(string=True):
-        if s.find_parent("pre") is None and s.parent is not None:
+        if type(s) is NavigableString and s.find_parent("pre") is None and s.parent is not None:
             s.replace_with(re.sub(r"\s+", " ", str(s)))
     for table in soup.find_all("table"):
         if table.find_parent("table") is None and table.parent is not None:
@@ -152,10 +153,11 @@ def html_to_text(markup: str) -> str:
         br.replace_with("\n")
     for li in soup.find_all("li"):
         li.insert(0, "- ")
+        li.insert_after("\n")
     for block in soup.find_all(_BLOCK_TAGS):
         block.insert_before("\n\n")
         block.insert_after("\n\n")
-    text = soup.get_text()
+    text = "\n".join(line.strip() for line in soup.get_text().split("\n"))
     if title and not any(h.name == "h1" for h in headings):
         text = f"# {title}\n\n{text}"
     return text
@@ -222,10 +224,11 @@ def _pdf_text(data: bytes, path: Path) -> str:
     """Extract the text of every page with pypdf; encrypted, corrupt and image-only PDFs are InputErrors."""
     import logging
 
-    from pypdf import PdfReader
-    from pypdf.constants import PasswordType
+    from pypdf import PasswordType, PdfReader
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    if b"%PDF-" not in data[:1024]:
+        raise InputError(path, "corrupt PDF (no %PDF header: not a PDF file)")
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
