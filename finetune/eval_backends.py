@@ -1,0 +1,156 @@
+"""Where eval gets its answers: in process (the service's batched generator) or a live server.
+
+Both answer a list of questions for one configuration (model, RAG on/off) and return, for
+each, the reply, the reasoning and the sources of the passages the prompt held, in [n] order.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ragtune.errors import ConfigError, RagtuneError
+from ragtune.prompts import build_messages
+from ragtune.types import GenerationRequest, Generator, Retriever
+
+log = logging.getLogger(__name__)
+
+_THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>\s*", re.DOTALL)
+
+
+@dataclass
+class Reply:
+    """One answer as eval scores it."""
+
+    answer: str
+    reasoning: str = ""
+    sources: list[str] = field(default_factory=list)  # passage sources; [n] cites sources[n-1]
+    completion_tokens: int = 0
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(answer, reasoning) of a DeepSeek-R1 style reply whose reasoning ends with </think>."""
+    match = _THINK.match(text)
+    if not match:
+        return text.strip(), ""
+    return text[match.end():].strip(), match.group(1).strip()
+
+
+class Answerer(ABC):
+    """Answers eval questions for one configuration at a time."""
+
+    @abstractmethod
+    def models(self) -> list[str]:
+        """Model names accepted: "base" first, then tuned adapters."""
+
+    @abstractmethod
+    def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
+               max_new_tokens: int) -> list[Reply]:
+        """Answer a batch of questions (greedy decoding), results in question order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release models and connections."""
+
+
+class GeneratorAnswerer(Answerer):
+    """In process: the shared prompt layout, the retriever, and one batched generate call."""
+
+    def __init__(self, generator: Generator, retriever: Retriever | None,
+                 system: str | None = None) -> None:
+        self.generator, self.retriever, self.system = generator, retriever, system
+        self._hits: dict[tuple[str, int], list] = {}
+
+    def models(self) -> list[str]:
+        return self.generator.models()
+
+    def passages(self, question: str, top_k: int) -> list:
+        """The hybrid top-k chunks for a question (cached: every RAG configuration sees the same)."""
+        if self.retriever is None:
+            raise ConfigError("use_rag", True, "no retrieval index is loaded")
+        key = (question, top_k)
+        if key not in self._hits:
+            self._hits[key] = [h.chunk for h in self.retriever.search(question, top_k, "hybrid")]
+        return self._hits[key]
+
+    def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
+               max_new_tokens: int) -> list[Reply]:
+        contexts = [self.passages(q, top_k) if use_rag else [] for q in questions]
+        requests = [GenerationRequest(build_messages(q, ctx or None, self.system), model=model,
+                                      max_new_tokens=max_new_tokens, temperature=0.0)
+                    for q, ctx in zip(questions, contexts, strict=True)]
+        results = self.generator.generate(requests)
+        replies = []
+        for result, ctx in zip(results, contexts, strict=True):
+            answer, reasoning = split_reasoning(result.text)
+            replies.append(Reply(answer, reasoning, [c.source for c in ctx],
+                                 result.completion_tokens))
+        return replies
+
+    def close(self) -> None:
+        self.generator.close()
+
+
+class HttpAnswerer(Answerer):
+    """A live ragtune server: POST /ask per question, several in flight so the server batches."""
+
+    def __init__(self, url: str, api_key: str | None = None, concurrency: int = 8,
+                 timeout: float = 600.0) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.concurrency = concurrency
+
+    def _get(self, path: str) -> dict:
+        import httpx
+
+        try:
+            response = self.client.get(path)
+        except httpx.HTTPError as err:
+            raise RagtuneError(f"cannot reach the ragtune server at {self.url}: {err}") from None
+        self._check(response, path)
+        return response.json()
+
+    def _check(self, response, path: str) -> None:
+        if response.status_code >= 400:
+            raise RagtuneError(f"{self.url}{path} answered {response.status_code}: "
+                               f"{response.text[:300]}")
+
+    def models(self) -> list[str]:
+        ids = [m["id"] for m in self._get("/v1/models").get("data", [])]
+        return ["base", *[i for i in ids if i != "base"]]
+
+    def _ask(self, payload: dict) -> Reply:
+        import httpx
+
+        for attempt in range(30):
+            try:
+                response = self.client.post("/ask", json=payload)
+            except httpx.HTTPError as err:
+                raise RagtuneError(f"POST {self.url}/ask failed: {err}") from None
+            if response.status_code != 503:
+                break
+            time.sleep(float(response.headers.get("Retry-After", 1)) * (1 + attempt % 3))
+        self._check(response, "/ask")
+        body = response.json()
+        usage = body.get("usage") or {}
+        return Reply(body.get("answer", ""), body.get("reasoning") or "",
+                     [s.get("source", "") for s in body.get("sources") or []],
+                     int(usage.get("completion_tokens", 0)))
+
+    def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
+               max_new_tokens: int) -> list[Reply]:
+        payloads = [{"question": q, "use_rag": use_rag, "top_k": top_k, "model": model,
+                     "max_new_tokens": max_new_tokens, "temperature": 0.0, "stream": False}
+                    for q in questions]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._ask, payloads))
+
+    def close(self) -> None:
+        self.client.close()

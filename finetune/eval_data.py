@@ -1,0 +1,194 @@
+"""Eval questions (`qa.jsonl`) and the leak check against the training datasets.
+
+An eval question that the model was trained on measures memory, not skill: before any model
+is loaded, every eval question is compared (normalised, exact and near match) with the user
+turns of every dataset registered in the workspace's `dataset_info.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from pathlib import Path
+
+from finetune.datasets import DatasetSpec, examples_from_rows, read_dataset_info, read_rows
+from finetune.metrics import tokens
+from ragtune.errors import DatasetError, InputError, RagtuneError
+from ragtune.prompts import is_chinese
+
+log = logging.getLogger(__name__)
+
+NEAR_MATCH = 0.9  # token-sequence similarity at or above which two questions are the same
+_QUESTION_MARKERS = ("Question:", "问题：", "问题:")
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One eval question; `answer` None means the documents do not answer it."""
+
+    line: int
+    question: str
+    answer: str | None
+    source: str | list[str] | None
+
+    @property
+    def answerable(self) -> bool:
+        return self.answer is not None
+
+    @property
+    def lang(self) -> str:
+        return "zh" if is_chinese(self.question) else "en"
+
+
+def _check_source(path: Path, line: int, value: object) -> str | list[str] | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return value
+    raise InputError(path, f"must be a file path, a list of paths or null, not {value!r}",
+                     row=line, field="source")
+
+
+def _parse_line(path: Path, line: int, text: str) -> QAItem:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err.msg})", row=line) from None
+    if not isinstance(row, dict):
+        raise InputError(path, "each line must be a JSON object", row=line)
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise InputError(path, "missing or empty", row=line, field="question")
+    answer = row.get("answer")
+    if answer is not None and (not isinstance(answer, str) or not answer.strip()):
+        raise InputError(path, "must be a non-empty string, or null when unanswerable",
+                         row=line, field="answer")
+    return QAItem(line, question.strip(), answer.strip() if answer else None,
+                  _check_source(path, line, row.get("source")))
+
+
+def load_qa(path: Path, limit: int | None = None) -> list[QAItem]:
+    """Read `{"question", "answer", "source"}` lines; errors name the line and field."""
+    if not path.is_file():
+        raise InputError(path, "eval question file not found",
+                         hint="pass --qa PATH to a qa.jsonl file")
+    items: list[QAItem] = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for line, text in enumerate(handle, start=1):
+            if text.strip():
+                items.append(_parse_line(path, line, text))
+    if not items:
+        raise InputError(path, "no questions in the file")
+    return items[:limit] if limit else items
+
+
+# ---------------------------------------------------------------- leak check
+
+
+@dataclass(frozen=True)
+class TrainingQuestion:
+    """The user turn of one training row, located by file and 1-based row."""
+
+    dataset: str
+    path: Path
+    row: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Collision:
+    """An eval question found in the training data."""
+
+    item: QAItem
+    found: TrainingQuestion
+    kind: str  # "exact" or "near (0.93)"
+
+
+class EvalLeakError(RagtuneError):
+    """Eval questions appear in the training data, so the eval would measure memorisation."""
+
+    exit_code = 4
+
+    def __init__(self, qa_path: Path, collisions: list[Collision]) -> None:
+        self.collisions = collisions
+        lines = [f"{len(collisions)} eval question(s) of {qa_path} are in the training data; "
+                 "remove them from the eval set or the training set and retrain:"]
+        for c in collisions[:20]:
+            lines.append(f"  {qa_path} line {c.item.line} {c.item.question[:60]!r} == "
+                         f"{c.found.path} row {c.found.row} (dataset {c.found.dataset!r}, "
+                         f"{c.kind})")
+        if len(collisions) > 20:
+            lines.append(f"  ... and {len(collisions) - 20} more")
+        super().__init__("\n".join(lines))
+
+
+def _user_turns(spec: DatasetSpec, path: Path, row: int, data: object) -> list[str]:
+    """The user turns of one training row, read by the dataset reader (bad rows: none)."""
+    try:
+        example = examples_from_rows(spec, path, [(row, data)])[0]
+    except DatasetError as err:
+        log.warning("leak check skips %s", err)
+        return []
+    return [m["content"] for m in example.messages if m["role"] == "user"]
+
+
+def _candidates(text: str) -> list[str]:
+    """A user turn and, when it carries context, the question after its last marker."""
+    out = [text]
+    for marker in _QUESTION_MARKERS:
+        if marker in text:
+            out.append(text.rsplit(marker, 1)[1])
+    return out
+
+
+def training_questions(datasets_dir: Path) -> Iterator[TrainingQuestion]:
+    """Every user turn of every dataset registered in `<datasets_dir>/dataset_info.json`."""
+    if not (datasets_dir / "dataset_info.json").is_file():
+        return
+    for name, spec in read_dataset_info(datasets_dir).items():
+        path = Path(spec.file_name)
+        path = path if path.is_absolute() else datasets_dir / path
+        if not path.exists():
+            log.warning("dataset %s: %s is missing; skipped in the leak check", name, path)
+            continue
+        for row, data in read_rows(path):
+            for turn in _user_turns(spec, path, row, data):
+                for cand in _candidates(turn):
+                    yield TrainingQuestion(name, path, row, cand)
+
+
+def _similar(a: list[str], b: list[str]) -> float:
+    """Token-sequence similarity in [0, 1], with a cheap length bound first."""
+    if not a or not b or min(len(a), len(b)) / max(len(a), len(b)) < NEAR_MATCH - 0.05:
+        return 0.0
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def find_leaks(items: list[QAItem], datasets_dir: Path) -> list[Collision]:
+    """Eval questions equal (after normalisation) or nearly equal to a training user turn."""
+    wanted = [(item, tokens(item.question)) for item in items]
+    exact = {tuple(toks): item for item, toks in wanted if toks}
+    collisions: dict[int, Collision] = {}
+    for tq in training_questions(datasets_dir):
+        toks = tokens(tq.text)
+        hit = exact.get(tuple(toks))
+        if hit is not None and hit.line not in collisions:
+            collisions[hit.line] = Collision(hit, tq, "exact")
+            continue
+        for item, item_toks in wanted:
+            if item.line in collisions:
+                continue
+            ratio = _similar(item_toks, toks)
+            if ratio >= NEAR_MATCH:
+                collisions[item.line] = Collision(item, tq, f"near match {ratio:.2f}")
+    return [collisions[line] for line in sorted(collisions)]
+
+
+def check_no_leak(items: list[QAItem], qa_path: Path, datasets_dir: Path) -> None:
+    """Refuse (EvalLeakError naming the colliding rows) when eval questions were trained on."""
+    collisions = find_leaks(items, datasets_dir)
+    if collisions:
+        raise EvalLeakError(qa_path, collisions)

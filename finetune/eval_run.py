@@ -1,0 +1,109 @@
+"""Run one eval end to end: settings, log, questions, leak check, backends, results on disk.
+
+The in-process backend is the service's own: the retrieval index of the workspace and the
+batched generation engine with every tuned adapter of `runs/`. With `--url` the answers come
+from a live server's /ask instead (the retrieval ablation still runs on the local index when
+the workspace has one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from finetune.eval_backends import Answerer, GeneratorAnswerer, HttpAnswerer
+from finetune.eval_data import check_no_leak, load_qa
+from finetune.eval_rerank import NOT_AVAILABLE, find_reranker
+from finetune.eval_report import new_eval_dir, write_outputs
+from finetune.evaluate import EvalConfig, EvalResult, latest_run, run_eval
+from ragtune.settings import Settings, load_settings
+from ragtune.types import Retriever
+
+log = logging.getLogger(__name__)
+
+
+def open_retriever(settings: Settings) -> Retriever | None:
+    """The workspace's retrieval index, or None when nothing was ingested yet."""
+    index_dir = settings.paths.index_dir
+    if not index_dir.is_dir() or not any(index_dir.iterdir()):
+        log.warning("no retrieval index in %s", index_dir)
+        return None
+    from retrieval.index import open_index
+
+    return open_index(settings)
+
+
+def open_generator(settings: Settings):
+    """The service's batched transformers engine: the base model plus every tuned adapter."""
+    from api.engine import TransformersGenerator
+
+    if hasattr(TransformersGenerator, "from_settings"):
+        return TransformersGenerator.from_settings(settings)
+    return TransformersGenerator(settings)
+
+
+def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retriever | None]:
+    """In process (engine + index), or a live server plus the local index for the ablation."""
+    retriever = open_retriever(settings)
+    if cfg.url:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return HttpAnswerer(cfg.url, key, concurrency=settings.max_batch_size * 2), retriever
+    from ragtune.prompts import system_prompt
+
+    system = system_prompt(settings.assistant_name, settings.organisation)
+    return GeneratorAnswerer(open_generator(settings), retriever, system), retriever
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolved_config(cfg: EvalConfig, settings: Settings, result: EvalResult,
+                    n_questions: int, reranker_note: str) -> dict[str, Any]:
+    """config.yaml: the flags, plus what they resolved to (models, files, engine)."""
+    out: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    out["workspace"] = str(settings.workspace)
+    out["resolved"] = {
+        "configurations": [c["config"] for c in result.configurations],
+        "questions": n_questions, "qa_sha256": _sha256(cfg.qa),
+        "generator": settings.generator if not cfg.url else f"server {cfg.url}",
+        "embedder": settings.embedder, "reranker": reranker_note,
+        "assistant_name": settings.assistant_name, "organisation": settings.organisation,
+    }
+    return out
+
+
+def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
+        retriever: Retriever | None = None, show_progress: bool = True
+        ) -> tuple[EvalResult, Path]:
+    """Evaluate and write `<workspace>/evals/<timestamp>/`; returns the result and that folder.
+
+    `answerer`/`retriever` replace the workspace's engine and index (tests, embedding callers).
+    """
+    from ragtune.logs import setup_logging
+
+    settings = load_settings(workspace=cfg.workspace)
+    log_path = setup_logging(settings.paths.logs_dir, "eval")
+    items = load_qa(cfg.qa, cfg.limit)
+    check_no_leak(items, cfg.qa, settings.paths.datasets_dir)
+    own = answerer is None
+    if own:
+        answerer, retriever = open_backends(cfg, settings)
+    try:
+        reranker, note = None, NOT_AVAILABLE
+        if cfg.rerank and retriever is not None and cfg.mode_list:
+            reranker, note = find_reranker(cfg.reranker)
+        latest = latest_run(settings.paths.runs_dir, answerer.models())
+        result = run_eval(items, answerer, retriever, cfg, latest=latest, reranker=reranker,
+                          rerank_note=note, show_progress=show_progress)
+    finally:
+        if own:
+            answerer.close()
+    out_dir = new_eval_dir(settings.paths.evals_dir)
+    result.notes.append(f"log: {log_path}")
+    write_outputs(out_dir, result.to_dict(), result.answers,
+                  resolved_config(cfg, settings, result, len(items), note))
+    return result, out_dir
