@@ -60,7 +60,10 @@ Example = SFTExample | PreferenceExample | KTOExample
 
 @dataclass
 class DatasetSpec:
-    """One `dataset_info.json` entry with the default columns/tags of its formatting filled in."""
+    """One `dataset_info.json` entry; `col()` and `all_tags` fill in LLaMA-Factory's defaults.
+
+    `columns` and `tags` hold what the entry states, so `to_info()` writes back exactly that
+    (LLaMA-Factory reads a column such as `history` only when it is named)."""
 
     name: str
     file_name: str
@@ -74,10 +77,16 @@ class DatasetSpec:
         if self.formatting not in ("alpaca", "sharegpt"):
             raise DatasetError(self.name, f"unknown formatting {self.formatting!r}",
                                field="formatting", hint='use "alpaca" or "sharegpt"')
+
+    def col(self, role: str) -> str:
+        """The column holding `role` (prompt, query, response, messages, chosen, ...)."""
         defaults = ALPACA_COLUMNS if self.formatting == "alpaca" else SHAREGPT_COLUMNS
-        self.columns = {**defaults, **self.columns}
-        if self.formatting == "sharegpt":
-            self.tags = {**SHAREGPT_TAGS, **self.tags}
+        return self.columns.get(role) or defaults.get(role) or role
+
+    @property
+    def all_tags(self) -> dict[str, str]:
+        """The sharegpt tags with LLaMA-Factory's defaults filled in."""
+        return {**SHAREGPT_TAGS, **{k: v for k, v in self.tags.items() if v}}
 
     @property
     def kind(self) -> Literal["sft", "preference", "kto"]:
@@ -90,8 +99,9 @@ class DatasetSpec:
         info: dict[str, Any] = {"file_name": self.file_name, "formatting": self.formatting}
         if self.ranking:
             info["ranking"] = True
-        info["columns"] = dict(self.columns)
-        if self.formatting == "sharegpt":
+        if self.columns:
+            info["columns"] = dict(self.columns)
+        if self.tags:
             info["tags"] = dict(self.tags)
         if self.num_samples is not None:
             info["num_samples"] = self.num_samples
@@ -227,7 +237,7 @@ class _Row:
 
     def text(self, role: str, *, required: bool = True) -> str:
         """A string column (by its role in `columns`); empty string when optional and absent."""
-        col = self.spec.columns.get(role, role)
+        col = self.spec.col(role)
         if col not in self.data or self.data[col] is None:
             if not required:
                 return ""
@@ -248,7 +258,7 @@ def _alpaca_prompt(r: _Row) -> list[ChatMessage]:
     system = r.text("system", required=False)
     if system.strip():
         msgs.append({"role": "system", "content": system})
-    hist_col = r.spec.columns.get("history", "history")
+    hist_col = r.spec.col("history")
     history = r.data.get(hist_col) or []
     if not isinstance(history, list):
         r.fail(hist_col, "must be a list of [instruction, response] pairs")
@@ -261,7 +271,7 @@ def _alpaca_prompt(r: _Row) -> list[ChatMessage]:
     query = r.text("query", required=False)
     user = "\n".join(p for p in (instruction, query) if p.strip())
     if not user.strip():
-        col = r.spec.columns["prompt"]
+        col = r.spec.col("prompt")
         if col not in r.data:
             r.text("prompt")  # raises "missing" with the column-mapping hint
         r.fail(col, "is empty (and so is the input)", "every example needs an instruction")
@@ -282,7 +292,7 @@ def _alpaca_example(r: _Row) -> Example:
 
 
 def _kto_label(r: _Row) -> bool:
-    col = r.spec.columns["kto_tag"]
+    col = r.spec.col("kto_tag")
     value = r.data.get(col)
     if not isinstance(value, bool):
         r.fail(col, f"must be true or false, got {value!r}", "KTO rows need a boolean label")
@@ -291,7 +301,7 @@ def _kto_label(r: _Row) -> bool:
 
 def _sharegpt_turn(r: _Row, col: str, i: int, msg: Any) -> tuple[str, str]:
     """(canonical role, content) of one sharegpt message."""
-    tags = r.spec.tags
+    tags = r.spec.all_tags
     role_tag, content_tag = tags["role_tag"], tags["content_tag"]
     where = f"{col}[{i}]"
     if not isinstance(msg, dict) or role_tag not in msg or content_tag not in msg:
@@ -311,7 +321,7 @@ def _sharegpt_turn(r: _Row, col: str, i: int, msg: Any) -> tuple[str, str]:
 
 def _sharegpt_messages(r: _Row) -> list[ChatMessage]:
     """All turns of a sharegpt row, role order checked (user/assistant alternating)."""
-    col = r.spec.columns["messages"]
+    col = r.spec.col("messages")
     raw = r.data.get(col)
     if raw is None:
         r.fail(col, "missing", f"row has keys {sorted(r.data)}; map the conversation column with "
@@ -341,7 +351,7 @@ def _sharegpt_messages(r: _Row) -> list[ChatMessage]:
 
 def _sharegpt_reply(r: _Row, role_name: str) -> str:
     """The chosen/rejected reply: a message object (LLaMA-Factory) or a plain string."""
-    col = r.spec.columns.get(role_name, role_name)
+    col = r.spec.col(role_name)
     value = r.data.get(col)
     if isinstance(value, dict):
         role, content = _sharegpt_turn(r, col, 0, value)
@@ -354,7 +364,7 @@ def _sharegpt_reply(r: _Row, role_name: str) -> str:
 def _sharegpt_example(r: _Row) -> Example:
     """One sharegpt row as an SFT, preference or KTO example."""
     msgs = _sharegpt_messages(r)
-    col = r.spec.columns["messages"]
+    col = r.spec.col("messages")
     last = msgs[-1]["role"]
     if r.spec.kind == "preference":
         if last != "user":

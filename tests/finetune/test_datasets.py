@@ -107,7 +107,7 @@ def test_kto_alpaca_and_sharegpt(tmp_path):
 
 
 def test_dataset_info_round_trip(tmp_path):
-    specs = [DatasetSpec("sft", "sft.json"),
+    specs = [DatasetSpec("sft", "sft.json", columns={"prompt": "instruction", "system": "system"}),
              DatasetSpec("dpo", "dpo.json", ranking=True,
                          columns={"chosen": "chosen", "rejected": "rejected"}),
              DatasetSpec("chat", "chat.jsonl", "sharegpt", tags={"role_tag": "role"}),
@@ -119,7 +119,10 @@ def test_dataset_info_round_trip(tmp_path):
     assert [back[n].kind for n in ("sft", "dpo", "chat", "kto")] == ["sft", "preference", "sft",
                                                                      "kto"]
     raw = json.loads((tmp_path / "dataset_info.json").read_text())
-    assert raw["sft"]["columns"]["prompt"] == "instruction" and raw["dpo"]["ranking"] is True
+    assert raw["sft"]["columns"] == {"prompt": "instruction", "system": "system"}
+    assert raw["dpo"]["ranking"] is True and "tags" not in raw["dpo"]
+    # LLaMA-Factory reads `history` only when named: a default is never written back
+    assert "history" not in json.dumps(raw)
 
 
 # ---------------------------------------------------------------- malformed input
