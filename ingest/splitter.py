@@ -5,18 +5,16 @@ so each chunk carries its heading path as `section` ("H1 > H2 > H3"); every sect
 RecursiveCharacterTextSplitter with separators that know Chinese sentence punctuation, kept on the end of the
 sentence it closes ("。" stays with its sentence, never starts the next chunk).
 
-Sizes are measured in character cells: a wide CJK character counts `cjk_width` (2 by default, as a terminal
-shows it) and every other character 1. A 500-cell chunk is then about 500 English characters (~110 tokens)
-or 250 Chinese characters (~250 tokens), so chunks carry comparable content in both languages and stay
-inside a 256-token embedder window.
+Sizes are measured in character cells: a CJK character (Han, kana, Hangul, CJK and fullwidth punctuation)
+counts `cjk_width` (2 by default: a double-width cell on a terminal) and every other character 1. A 500-cell
+chunk is then about 500 English characters (~110 tokens) or 250 Chinese characters (~250 tokens), so chunks
+carry comparable content in both languages and stay inside a 256-token embedder window.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 
 from ragtune.errors import ConfigError
 
@@ -60,17 +58,18 @@ class ChunkDraft:
     position: int
 
 
-@lru_cache(maxsize=65536)
-def _is_wide(ch: str) -> bool:
-    """True for East Asian wide/fullwidth characters (CJK ideographs, kana, hangul, fullwidth punctuation)."""
-    return unicodedata.east_asian_width(ch) in ("W", "F")
+# CJK blocks (East Asian wide/fullwidth, without emoji and symbols): Hangul Jamo, CJK radicals/punctuation, kana, CJK ideographs (BMP and
+# supplementary planes), Yi, Hangul syllables, compatibility ideographs, vertical/fullwidth forms.
+_WIDE = re.compile("[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf"
+                   "\uac00-\ud7a3\uf900-\ufaff\ufe10-\ufe19\ufe30-\ufe6f\uff00-\uff60\uffe0-\uffe6"
+                   "\U00020000-\U0003fffd]")
 
 
 def text_width(text: str, cjk_width: int = 2) -> int:
-    """Length of `text` in character cells: wide characters count `cjk_width`, others 1."""
+    """Length of `text` in character cells: wide (CJK) characters count `cjk_width`, others 1."""
     if cjk_width == 1 or text.isascii():
         return len(text)
-    return len(text) + (cjk_width - 1) * sum(1 for ch in text if _is_wide(ch))
+    return len(text) + (cjk_width - 1) * len(_WIDE.findall(text))
 
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u3000]+")
@@ -100,7 +99,7 @@ def _sections(doc: LoadedDocument) -> list[tuple[str, str]]:
             pieces[-1] = (section, pieces[-1][1] + "\n\n" + block.page_content)
         else:
             pieces.append((section, block.page_content))
-    return pieces
+    return pieces or [("", text)]  # headings only: keep them as text rather than lose the document
 
 
 def _char_splitter(cfg: SplitConfig):
