@@ -3,7 +3,9 @@
 Detection order (first match wins):
 1. a byte-order mark: UTF-32 LE/BE, UTF-8-sig, UTF-16 LE/BE;
 2. UTF-16 without a BOM, recognised by its NUL-byte pattern on ASCII-heavy text;
-3. strict UTF-8 (pure ASCII included);
+3. strict UTF-8 (pure ASCII included), or UTF-8 with a few bad bytes (a truncated last character, one stray
+   Latin-1 byte) when at least 95% of the non-ASCII characters are valid UTF-8: those bytes become U+FFFD
+   and a warning is logged;
 4. charset-normalizer restricted to `LEGACY_CANDIDATES` (GB18030 first, it is a superset of GBK and
    GB2312; Big5 for traditional Chinese; cp1252 for Western European). Left unrestricted, charset-normalizer
    reads short mixed Chinese/English text as Korean cp949, so the list is deliberately short.
@@ -15,6 +17,7 @@ with `InputError(path, "binary file with a text extension")` rather than indexed
 from __future__ import annotations
 
 import codecs
+import logging
 import unicodedata
 from pathlib import Path
 
@@ -32,6 +35,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v")
+log = logging.getLogger(__name__)
 
 
 def printable_ratio(text: str) -> float:
@@ -72,7 +76,7 @@ def _decode_utf16_nobom(data: bytes) -> tuple[str, str] | None:
     odd_nuls = data[1::2].count(0)
     half = len(data) // 2
     for name, nuls, other in (("utf-16-le", odd_nuls, even_nuls), ("utf-16-be", even_nuls, odd_nuls)):
-        if nuls >= 0.3 * half and other <= 0.02 * half:
+        if nuls >= 0.1 * half and other * 4 <= nuls:
             try:
                 text = data.decode(name)
             except UnicodeDecodeError:
@@ -80,6 +84,17 @@ def _decode_utf16_nobom(data: bytes) -> tuple[str, str] | None:
             if printable_ratio(text) >= MIN_PRINTABLE_RATIO:
                 return text, name
     return None
+
+
+def _decode_mostly_utf8(data: bytes, path: Path) -> tuple[str, str] | None:
+    """Accept UTF-8 with a few invalid bytes (U+FFFD in their place) when nearly all of it is valid UTF-8."""
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - data.count("\ufffd".encode())
+    valid_non_ascii = sum(1 for ch in text if ord(ch) > 127) - text.count("\ufffd")
+    if bad <= 0 or bad * 20 > valid_non_ascii:
+        return None
+    log.warning("%s: %d invalid UTF-8 byte sequence(s) replaced with U+FFFD", path, bad)
+    return text, "utf-8"
 
 
 def _decode_legacy(data: bytes, path: Path) -> tuple[str, str]:
@@ -106,7 +121,7 @@ def decode_text(data: bytes, path: Path) -> tuple[str, str]:
         try:
             found = data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
-            found = _decode_legacy(data, path)
+            found = _decode_mostly_utf8(data, path) or _decode_legacy(data, path)
     text, name = found
     _check_text(text, path)
     return text, name

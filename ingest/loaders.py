@@ -8,16 +8,18 @@ for bad input. Heavy parsers (BeautifulSoup, pypdf, python-docx) are imported on
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.errors import InputError
 
-from .encoding import decode_text
+from .encoding import BINARY_REASON, MIN_PRINTABLE_RATIO, decode_text, printable_ratio
 
 MB = 1024 * 1024
 FORMATS: dict[str, str] = {
@@ -50,15 +52,20 @@ def _fmt_mb(n: float) -> str:
 def read_bytes(path: Path, max_bytes: int) -> bytes:
     """Read a file's bytes, refusing unreadable, oversized and empty files with a clear reason."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(path, "unreadable: is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(path, "unreadable: not a regular file (a pipe, socket or device)")
+        size = info.st_size
         if size > max_bytes:
             raise InputError(path, f"file is {_fmt_mb(size)} MB, over the {_fmt_mb(max_bytes)} MB limit "
                                    "(RAGTUNE_MAX_FILE_MB)")
         with open(path, "rb") as fh:
             data = fh.read(max_bytes + 1)
-    except IsADirectoryError:
-        raise InputError(path, "unreadable: is a directory") from None
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(path, "symlink loop") from None
         raise InputError(path, f"unreadable: {err.strerror or err}") from None
     if len(data) > max_bytes:  # grew while we read it
         raise InputError(path, f"file is over the {_fmt_mb(max_bytes)} MB limit (RAGTUNE_MAX_FILE_MB)")
@@ -110,11 +117,15 @@ def _decode_html(data: bytes, path: Path) -> tuple[str, str]:
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError:
+                codec = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs"}.get(declared, declared)
                 try:
-                    codec = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs"}.get(declared, declared)
-                    return data.decode(codec), declared
+                    text = data.decode(codec)
                 except (LookupError, UnicodeDecodeError):
                     pass
+                else:
+                    if printable_ratio(text) < MIN_PRINTABLE_RATIO:
+                        raise InputError(path, BINARY_REASON)
+                    return text, declared
     return decode_text(data, path)
 
 
@@ -275,6 +286,8 @@ def _json_text(text: str, path: Path) -> str:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(path, f"invalid JSON: {err.msg} (column {err.colno})", row=err.lineno) from None
+    if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), list):
+        value = next(iter(value.values()))  # {"faqs": [...]}: the list holds the records
     items = value if isinstance(value, list) else [value]
     return "\n\n".join(r for r in map(_record, items) if r)
 

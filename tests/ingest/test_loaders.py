@@ -75,6 +75,22 @@ def test_mixed_chinese_english_gb18030_not_misread_as_korean(tmp_path: Path) -> 
     assert load(write(tmp_path / "mixed.md", text.encode("gb18030"))).text == text
 
 
+def test_utf16_without_bom_mostly_chinese(tmp_path: Path) -> None:
+    text = SIMPLIFIED + "\nVersion 2, 2024.\n"
+    doc = load(write(tmp_path / "u16.txt", text.encode("utf-16-le")))
+    assert (doc.text, doc.encoding) == (text.strip(), "utf-16-le")
+
+
+def test_utf8_with_a_few_bad_bytes_is_still_utf8(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = (SIMPLIFIED * 3).encode("utf-8")
+    doc = load(write(tmp_path / "cut.md", good[:-1]))  # last character truncated
+    assert doc.encoding == "utf-8" and doc.text == (SIMPLIFIED * 3)[:-1] + "\ufffd"
+    assert "invalid UTF-8" in caplog.text and "cut.md" in caplog.text
+    cut = len(SIMPLIFIED[:20].encode("utf-8"))
+    stray = good[:cut] + b"\xe9" + good[cut:]  # one stray Latin-1 byte between two characters
+    assert load(write(tmp_path / "stray.txt", stray)).text.replace("\ufffd", "") == SIMPLIFIED * 3
+
+
 def test_crlf_line_endings_are_normalised(tmp_path: Path) -> None:
     doc = load(write(tmp_path / "dos.txt", "line one\r\nline two\r\n".encode("utf-16")))
     assert doc.text == "line one\nline two"
@@ -179,6 +195,11 @@ def test_json_records(tmp_path: Path) -> None:
                         "question: 年假几天？\nanswer: 十五天")
 
 
+def test_json_wrapper_object_holds_the_records(tmp_path: Path) -> None:
+    doc = load(write(tmp_path / "faq.json", json.dumps({"faqs": [{"q": "Q1", "a": "A1"}, {"q": "Q2", "a": "A2"}]})))
+    assert doc.text == "q: Q1\na: A1\n\nq: Q2\na: A2"
+
+
 def test_jsonl_and_csv_records(tmp_path: Path) -> None:
     lines = [json.dumps({"q": "Q1", "a": "A1"}), "", json.dumps({"q": "Q2", "a": "A2"})]
     assert load(write(tmp_path / "faq.jsonl", "\n".join(lines))).text == "q: Q1\na: A1\n\nq: Q2\na: A2"
@@ -201,6 +222,14 @@ def test_unreadable_file() -> None:
 def test_directory_with_a_document_name_is_unreadable(tmp_path: Path) -> None:
     (tmp_path / "folder.md").mkdir()
     expect_error(tmp_path / "folder.md", "unreadable")
+
+
+def test_pipe_and_symlink_loop_are_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.txt")
+    expect_error(tmp_path / "pipe.txt", "not a regular file")
+    (tmp_path / "loop.md").symlink_to(tmp_path / "loop.md")
+    expect_error(tmp_path / "loop.md", "symlink loop")
+    expect_error(tmp_path / "missing.txt", "No such file")
 
 
 def test_over_size_limit_names_size_and_setting(tmp_path: Path) -> None:
