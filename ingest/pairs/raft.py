@@ -1,0 +1,86 @@
+"""Alpaca rows from QA pairs: closed-book rows and RAFT context rows (Zhang et al. 2024).
+
+A context row's user turn is `ragtune.prompts.user_prompt(question, passages)`, the layout /ask
+uses at serving time: the oracle chunk among k distractor chunks (from other documents when
+there are any), in shuffled order. The oracle is kept in a fraction `oracle_p` of rows; its
+answer quotes the supporting sentence with its [n] marker (`cited_answer`). Rows without the
+oracle hold k+1 distractors, so every row has the same number of passages as a retrieval; their
+answer is, by default, still the ground truth without a citation, as in RAFT, which pushes the
+domain knowledge into the weights (`no_oracle_answer="refuse"` teaches the NO_ANSWER sentence
+instead, for deployments that must never answer beyond the context).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from ingest.pairs.base import QAPair
+from ingest.pairs.config import PairsConfig
+from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, cited_answer, is_chinese, user_prompt
+from ragtune.types import Chunk
+
+
+def row(instruction: str, output: str, system: str | None, source: str, kind: str) -> dict:
+    """One alpaca row (LLaMA-Factory drops the extra `source` and `kind` columns)."""
+    return {"instruction": instruction, "input": "", "output": output, "system": system or "",
+            "source": source, "kind": kind}
+
+
+def pair_rng(cfg: PairsConfig, pair: QAPair) -> random.Random:
+    """A generator seeded by the run seed and the pair, so unchanged pairs get the same sample."""
+    return random.Random(f"{cfg.seed}\x00{pair.source}\x00{pair.position}\x00{pair.question}")
+
+
+class DistractorPool:
+    """All chunks, for drawing distractors that prefer documents other than the oracle's."""
+
+    def __init__(self, chunks: Sequence[Chunk]) -> None:
+        self.chunks = list(chunks)
+
+    def draw(self, oracle: Chunk, k: int, rng: random.Random) -> list[Chunk]:
+        """k chunks other than the oracle: from other documents first, then from its own."""
+        order = list(range(len(self.chunks)))
+        rng.shuffle(order)
+        other = [self.chunks[i] for i in order if self.chunks[i].source != oracle.source]
+        same = [self.chunks[i] for i in order
+                if self.chunks[i].source == oracle.source and self.chunks[i].id != oracle.id]
+        return (other + same)[:k]
+
+
+def plain_row(pair: QAPair, system: str | None) -> dict:
+    """Closed-book row: the question alone, the full answer."""
+    return row(user_prompt(pair.question), pair.answer, system, pair.source, "plain")
+
+
+def context_row(pair: QAPair, oracle: Chunk, pool: DistractorPool, cfg: PairsConfig,
+                system: str | None) -> dict:
+    """RAFT row: oracle (kept with probability oracle_p) among distractors, cited answer."""
+    rng = pair_rng(cfg, pair)
+    keep = rng.random() < cfg.oracle_p
+    passages = pool.draw(oracle, cfg.distractors + (0 if keep else 1), rng)
+    if keep:
+        passages.append(oracle)
+        rng.shuffle(passages)
+        n = next(i for i, p in enumerate(passages, start=1) if p.id == oracle.id)
+        output = cited_answer(pair.quote, pair.short or pair.answer, n)
+        kind = "context"
+    else:
+        if cfg.no_oracle_answer == "refuse":
+            output = NO_ANSWER_ZH if is_chinese(pair.question) else NO_ANSWER
+        else:
+            output = pair.answer
+        kind = "context_no_oracle"
+    return row(user_prompt(pair.question, passages), output, system, pair.source, kind)
+
+
+def rows_for_pairs(pairs: Sequence[tuple[QAPair, Chunk]], pool: DistractorPool,
+                   cfg: PairsConfig, system: str | None) -> list[dict]:
+    """Plain and/or context rows for each (pair, oracle chunk), per `cfg.mode`."""
+    out: list[dict] = []
+    for pair, chunk in pairs:
+        if cfg.mode in ("plain", "both"):
+            out.append(plain_row(pair, system))
+        if cfg.mode in ("context", "both"):
+            out.append(context_row(pair, chunk, pool, cfg, system))
+    return out
