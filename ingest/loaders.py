@@ -231,8 +231,81 @@ def _docx_text(data: bytes, path: Path) -> str:
 
 # --- PDF -----------------------------------------------------------------------------------------------
 
+PdfLine = tuple[str, float]  # a text line and its dominant font size (points)
+_LIST_ITEM = re.compile(r"^([-•*·▪–]\s|\d+[.)]\s|[（(]?[一二三四五六七八九十]+[、.)）])")
+_CJK_CHAR = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+
+
+def _pdf_page_lines(page) -> list[PdfLine]:
+    """A page's text lines, each with the font size that most of its characters use."""
+    import math
+
+    lines: list[tuple[list[str], dict[float, int]]] = [([], {})]
+
+    def visit(text: str, cm, tm, font, size: float) -> None:
+        scale = (math.hypot(tm[2], tm[3]) * math.hypot(cm[2], cm[3])) or 1.0
+        for i, part in enumerate(text.split("\n")):
+            if i:
+                lines.append(([], {}))
+            lines[-1][0].append(part)
+            if part.strip():
+                sizes = lines[-1][1]
+                key = round(float(size) * scale, 1)
+                sizes[key] = sizes.get(key, 0) + len(part.strip())
+
+    page.extract_text(visitor_text=visit)
+    return [("".join(parts).strip(), max(sizes, key=sizes.__getitem__) if sizes else 0.0)
+            for parts, sizes in lines if "".join(parts).strip()]
+
+
+def _heading_levels(pages: list[list[PdfLine]]) -> dict[float, int]:
+    """Map font sizes clearly larger than the body size to heading levels 1-6 (largest first)."""
+    weight: dict[float, int] = {}
+    for text, size in (line for page in pages for line in page):
+        weight[size] = weight.get(size, 0) + len(text)
+    if not weight:
+        return {}
+    body = max(weight, key=weight.__getitem__)
+    lines = [line for page in pages for line in page]
+    big = [(t, s) for t, s in lines if s >= body * 1.08 and len(t) <= 150]
+    if not big or len(big) > 0.3 * len(lines):
+        return {}  # no size hierarchy, or too much large text to be headings
+    return {size: min(i + 1, 6) for i, size in enumerate(sorted({s for _, s in big}, reverse=True))}
+
+
+def _join(a: str, b: str) -> str:
+    """Join a wrapped line to the next: no space between CJK characters or after a hyphenated break."""
+    if _CJK_CHAR.match(a[-1]) and _CJK_CHAR.match(b[0]):
+        return a + b
+    return a + b if a.endswith("-") and a[-2:-1].isalpha() else a + " " + b
+
+
+def _pdf_markdown(pages: list[list[PdfLine]]) -> str:
+    """Rebuild Markdown-ish text: large-font lines become '#' headings, wrapped body lines become paragraphs."""
+    levels = _heading_levels(pages)
+    lengths = sorted(len(t) for page in pages for t, s in page if s not in levels)
+    full = lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
+    blocks: list[str] = []
+    for page in pages:
+        para: str | None = None
+        last_len = 0
+        for text, size in page:
+            if size in levels:
+                blocks.extend([para] if para else [])
+                para = None
+                blocks.append("#" * levels[size] + " " + text)
+            elif para is not None and last_len >= 0.75 * full and not _LIST_ITEM.match(text):
+                para = _join(para, text)
+            else:
+                blocks.extend([para] if para else [])
+                para = text
+            last_len = len(text)
+        blocks.extend([para] if para else [])
+    return "\n\n".join(blocks)
+
+
 def _pdf_text(data: bytes, path: Path) -> str:
-    """Extract the text of every page with pypdf; encrypted, corrupt and image-only PDFs are InputErrors."""
+    """Extract every page's text with pypdf; encrypted, corrupt and image-only PDFs are InputErrors."""
     import logging
 
     from pypdf import PasswordType, PdfReader
@@ -244,7 +317,7 @@ def _pdf_text(data: bytes, path: Path) -> str:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
             raise InputError(path, "encrypted PDF (a password is needed to open it)")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = [_pdf_page_lines(page) for page in reader.pages]
     except InputError:
         raise
     except Exception as err:  # pypdf raises PdfReadError, DependencyError and plain parsing errors
@@ -252,8 +325,8 @@ def _pdf_text(data: bytes, path: Path) -> str:
         if "Decrypt" in name or "Dependency" in name or "Password" in name:
             raise InputError(path, f"encrypted PDF ({err})") from None
         raise InputError(path, f"corrupt PDF ({name}: {err})") from None
-    text = "\n\n".join(p.strip() for p in pages if p.strip())
-    if not text:
+    text = _pdf_markdown(pages)
+    if not text.strip():
         raise InputError(path, NO_PDF_TEXT)
     return text
 

@@ -1,6 +1,6 @@
 """Split a loaded document into chunks: heading sections first, then CJK-aware recursive character splitting.
 
-Markdown-ish text (Markdown, HTML and DOCX after loading) goes through LangChain's MarkdownHeaderTextSplitter,
+Markdown-ish text (Markdown, HTML, DOCX and PDF after loading) goes through LangChain's MarkdownHeaderTextSplitter,
 so each chunk carries its heading path as `section` ("H1 > H2 > H3"); every section's text then goes through
 RecursiveCharacterTextSplitter with separators that know Chinese sentence punctuation, kept on the end of the
 sentence it closes ("。" stays with its sentence, never starts the next chunk).
@@ -24,7 +24,7 @@ SEPARATORS: tuple[str, ...] = (
     "\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "; ", "，", ", ", " ", "",
 )
 SECTION_JOIN = " > "
-HEADED_FORMATS = frozenset({"markdown", "html", "docx"})
+HEADED_FORMATS = frozenset({"markdown", "html", "docx", "pdf"})
 _HEADERS = [("#" * n, f"h{n}") for n in range(1, 7)]
 
 

@@ -176,6 +176,32 @@ def test_pdf_text_of_every_page(tmp_path: Path) -> None:
     assert doc.text.index("Wear gloves") < doc.text.index("Page two: storage rules.")
 
 
+def make_structured_pdf(path: Path) -> Path:
+    """A PDF laid out like a manual: a 16 pt title, 13/11 pt headings, wrapped 10 pt paragraphs, a list."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    for size, text in [(16, "Field Safety Procedures"), (10, LONG_PARAGRAPH), (13, "1. Planning a trip"),
+                       (11, "1.1 Trip plan"), (10, LONG_PARAGRAPH.upper()), (10, "- first item"),
+                       (10, "- second item")]:
+        pdf.set_font("Helvetica", style="B" if size > 10 else "", size=size)
+        pdf.multi_cell(0, size * 0.6, text, new_x="LMARGIN", new_y="NEXT")
+    path.write_bytes(bytes(pdf.output()))
+    return path
+
+
+LONG_PARAGRAPH = ("Every field trip needs a trip plan in the Beacon app, approved by the trip leader's manager "
+                  "before departure. The plan lists the people, the sites, the vehicles and the planned times on "
+                  "site, the tide times for tidal sites, and the emergency contacts for the whole team.")
+
+
+def test_pdf_font_sizes_become_headings_and_wrapped_lines_paragraphs(tmp_path: Path) -> None:
+    doc = load(make_structured_pdf(tmp_path / "safety.pdf"))
+    assert doc.text == ("# Field Safety Procedures\n\n" + LONG_PARAGRAPH + "\n\n## 1. Planning a trip\n\n"
+                        "### 1.1 Trip plan\n\n" + LONG_PARAGRAPH.upper() + "\n\n- first item\n\n- second item")
+
+
 def test_pdf_with_empty_user_password_is_readable(tmp_path: Path) -> None:
     from pypdf import PdfWriter
 

@@ -91,6 +91,15 @@ def test_html_and_docx_sections_come_from_their_headings(tmp_path: Path) -> None
         assert [(c.section, c.text) for c in split_document(loaded, SplitConfig())] == expected
 
 
+def test_pdf_sections_come_from_font_sizes(tmp_path: Path) -> None:
+    from tests.ingest.test_loaders import make_structured_pdf
+
+    loaded = load_document(make_structured_pdf(tmp_path / "manual.pdf"), max_bytes=10**6)
+    sections = [c.section for c in split_document(loaded, SplitConfig(chunk_size=200, chunk_overlap=0))]
+    assert sections[0] == "Field Safety Procedures"
+    assert sections[-1] == "Field Safety Procedures > 1. Planning a trip > 1.1 Trip plan"
+
+
 def test_plain_text_and_records_have_no_heading_sections(tmp_path: Path) -> None:
     chunks = split_document(doc("# not a heading in a .txt\n\nbody", fmt="text"), SplitConfig())
     assert [(c.section, c.text) for c in chunks] == [("", "# not a heading in a .txt\n\nbody")]
