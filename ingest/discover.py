@@ -105,9 +105,13 @@ def _walk_dir(directory: Path, walk: _Walk, ancestors: tuple[str, ...]) -> None:
             walk.add_file(child)
 
 
-def discover(paths: Sequence[Path]) -> tuple[list[Path], list[FileFailure]]:
-    """Expand files and folders into a deterministic, duplicate-free list of supported files plus failures."""
+def discover(paths: Sequence[Path], *, exclude: Sequence[Path] = ()) -> tuple[list[Path], list[FileFailure]]:
+    """Expand files and folders into a deterministic, duplicate-free list of supported files plus failures.
+
+    `exclude` names folders never to enter (e.g. the workspace, so `ingest .` does not index its own output).
+    """
     walk = _Walk()
+    walk.seen_dirs.update(os.path.realpath(p) for p in exclude)
     for raw in paths:
         path = Path(raw)
         problem = _stat_failure(path)

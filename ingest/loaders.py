@@ -109,24 +109,21 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.
 
 
 def _decode_html(data: bytes, path: Path) -> tuple[str, str]:
-    """Decode HTML, honouring a <meta charset> declaration when the bytes are not valid UTF-8/BOM text."""
+    """Decode HTML: BOM / UTF-8 first, then a <meta charset> declaration, then detection."""
     match = _META_CHARSET.search(data[:4096])
-    if match and not data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) and b"\x00" not in data:
-        declared = match.group(1).decode("ascii").lower()
-        if declared not in ("utf-8", "utf8"):
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                codec = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs"}.get(declared, declared)
-                try:
-                    text = data.decode(codec)
-                except (LookupError, UnicodeDecodeError):
-                    pass
-                else:
-                    if printable_ratio(text) < MIN_PRINTABLE_RATIO:
-                        raise InputError(path, BINARY_REASON)
-                    return text, declared
-    return decode_text(data, path)
+    if match is None or data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        return decode_text(data, path)
+    declared = match.group(1).decode("ascii").lower()
+    codec = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs"}.get(declared, declared)
+    for name in ("utf-8", codec):
+        try:
+            text = data.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+        if printable_ratio(text) < MIN_PRINTABLE_RATIO:
+            raise InputError(path, BINARY_REASON)
+        return text, "utf-8" if name == "utf-8" else declared
+    return decode_text(data, path)  # a wrong or unknown declaration: detect instead
 
 
 def _cell_lines(table) -> list[str]:

@@ -120,6 +120,12 @@ def test_unreadable_directory() -> None:
     assert failures == [FileFailure(str(root / "locked"), "cannot read directory: Permission denied")]
 
 
+def test_excluded_folders_are_not_entered(tree: Path) -> None:
+    files, failures = discover([tree], exclude=[tree / "sub", tree / "not-there"])
+    assert failures == [] and not any("sub" in p.parts for p in files)
+    assert rel(files, tree)[:2] == ["a.txt", "b.md"]
+
+
 def test_relative_paths_stay_relative(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tree.parent)
     files, _ = discover([Path("docs")])
