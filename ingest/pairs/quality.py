@@ -23,6 +23,11 @@ from ragtune.types import Chunk
 log = logging.getLogger(__name__)
 
 
+def _key(text: str) -> str:
+    """Exact-duplicate key: normalised, spaces dropped ("1 年" and "1年" are the same)."""
+    return normalise(text).replace(" ", "")
+
+
 class NearDupIndex:
     """Texts seen so far; `match` finds an exact or near-duplicate of a new text."""
 
@@ -35,14 +40,14 @@ class NearDupIndex:
     def add(self, text: str) -> None:
         idx = len(self._grams)
         grams = shingles(text)
-        self._exact.setdefault(normalise(text), idx)
+        self._exact.setdefault(_key(text), idx)
         self._grams.append(grams)
         for g in grams:
             self._postings[g].append(idx)
 
     def match(self, text: str) -> str | None:
         """"exact", "near" or None."""
-        if normalise(text) in self._exact:
+        if _key(text) in self._exact:
             return "exact"
         grams = shingles(text)
         shared: Counter[int] = Counter()

@@ -77,8 +77,10 @@ def tokens(text: str) -> list[str]:
     return words + [c for c in cjk if c not in ZH_STOP] + bigrams
 
 
-def shingles(text: str, n: int = 3) -> set[str]:
-    """Character n-grams of the normalised text (spaces removed), for near-duplicate tests."""
+def shingles(text: str, n: int | None = None) -> set[str]:
+    """Character n-grams of the normalised text (spaces removed), for near-duplicate tests:
+    trigrams, or bigrams for Chinese (one CJK character carries about a word)."""
+    n = n or (2 if is_chinese(text) else 3)
     norm = normalise(text).replace(" ", "")
     if len(norm) <= n:
         return {norm} if norm else set()
