@@ -7,13 +7,15 @@ for bad input. Heavy parsers (BeautifulSoup, pypdf, python-docx) are imported on
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
 import json
+import logging
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,20 +303,30 @@ def _pdf_markdown(pages: list[list[PdfLine]]) -> str:
     return "\n\n".join(blocks)
 
 
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """Silence pypdf's own log lines (repairs it made, encodings it guessed) while we read one file."""
+    logger = logging.getLogger("pypdf")
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _pdf_text(data: bytes, path: Path) -> str:
     """Extract every page's text with pypdf; encrypted, corrupt and image-only PDFs are InputErrors."""
-    import logging
-
     from pypdf import PasswordType, PdfReader
 
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
     if b"%PDF-" not in data[:1024]:
         raise InputError(path, "corrupt PDF (no %PDF header: not a PDF file)")
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-            raise InputError(path, "encrypted PDF (a password is needed to open it)")
-        pages = [_pdf_page_lines(page) for page in reader.pages]
+        with _quiet_pypdf():
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+                raise InputError(path, "encrypted PDF (a password is needed to open it)")
+            pages = [_pdf_page_lines(page) for page in reader.pages]
     except InputError:
         raise
     except Exception as err:  # pypdf raises PdfReadError, DependencyError and plain parsing errors
