@@ -9,6 +9,10 @@ Sizes are measured in character cells: a CJK character (Han, kana, Hangul, CJK a
 counts `cjk_width` (2 by default: a double-width cell on a terminal) and every other character 1. A 500-cell
 chunk is then about 500 English characters (~110 tokens) or 250 Chinese characters (~250 tokens), so chunks
 carry comparable content in both languages and stay inside a 256-token embedder window.
+
+Overlap follows LangChain: the next chunk starts with the last whole pieces (sentences, clauses) of the previous
+one that fit in `chunk_overlap`; a piece longer than that is never cut to make an overlap. Whitespace is
+normalised (runs of spaces collapsed, lines stripped, at most one blank line), code indentation included.
 """
 
 from __future__ import annotations
