@@ -47,6 +47,11 @@ def _json_values(text: str):
         yield value
 
 
+def _real(value: object) -> bool:
+    """A non-empty string that is not the prompt's "..." placeholder echoed back."""
+    return isinstance(value, str) and bool(value.strip(" .…\n"))
+
+
 def parse_pairs(text: str) -> list[dict[str, str]]:
     """The {question, answer} items of a model reply; ValueError when there is no valid list."""
     text = re.sub(r"<think>.*?</think>", "", text, flags=re.S)
@@ -60,8 +65,7 @@ def parse_pairs(text: str) -> list[dict[str, str]]:
             continue
         items = [{"question": it["question"].strip(), "answer": it["answer"].strip()}
                  for it in value if isinstance(it, dict)
-                 and isinstance(it.get("question"), str) and it["question"].strip()
-                 and isinstance(it.get("answer"), str) and it["answer"].strip()]
+                 and _real(it.get("question")) and _real(it.get("answer"))]
         if items:
             return items
     raise ValueError(f"no JSON list of {{question, answer}} objects in the reply: {text[:200]!r}")
