@@ -1,61 +1,188 @@
-"""The `ragtune` command line, built from typed entry functions (jsonargparse).
+"""The `ragtune` command line (Typer), built from typed entry functions.
 
-Each command is a typed function whose docstring is its `--help`; a stage whose command takes
-a config dataclass (e.g. `finetune run`) gets one flag per field and `--config FILE.yaml`.
-Errors derived from `RagtuneError` are translated here, at the edge, into a message and an
-exit code; anything else is a bug and keeps its traceback.
+Each command is a typed function in `<stage>/commands.py` whose docstring is its `--help`.
+A command that takes a config dataclass (e.g. `finetune run`) gets one `--field` flag per
+dataclass field plus `--config FILE.yaml`; flags override the file, the file overrides defaults.
+`RagtuneError`s are translated here, at the edge, into a one-line message and an exit code;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
+import typing
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
-from ragtune.errors import RagtuneError
+import typer
 
+from ragtune.errors import ConfigError, RagtuneError
 
-def _components() -> tuple[dict[str, Any], dict[type, Callable[[Any], Any]]]:
-    """Command tree, and for config-dataclass commands the function that runs the config."""
-    from ragtune.models import models
-
-    tree: dict[str, Any] = {"models": models}
-    runners: dict[type, Callable[[Any], Any]] = {}
-    return tree, runners
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def _dispatch(tree: dict[str, Any], runners: dict[type, Callable[[Any], Any]],
-              args: list[str]) -> int:
-    from jsonargparse import CLI
+def _doc_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """The docstring without its `Args:` section, and the per-argument help from that section."""
+    try:
+        from docstring_parser import parse
+    except ImportError:  # pragma: no cover - optional nicety
+        return fn.__doc__ or "", {}
+    doc = parse(fn.__doc__ or "")
+    paragraphs = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
+    text = "\n\n".join(" ".join(par.split()) for par in paragraphs.split("\n\n"))
+    return text, {p.arg_name: (p.description or "") for p in doc.params}
+
+
+def _flag_names(name: str, default: Any) -> list[str]:
+    """`--max_steps` (as in LLaMA-Factory/HF) plus `--max-steps`; bools default-on get `--no_x`."""
+    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    if default is True:
+        return [f"--{name}/--no_{name}"]
+    return names
+
+
+def _typer_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """Rebuild fn's signature with typer.Argument/Option defaults carrying the docstring help."""
+    _, helps = _doc_parts(fn)
+    hints = typing.get_type_hints(fn)
+    params = []
+    for p in inspect.signature(fn).parameters.values():
+        annotation = hints.get(p.name, p.annotation)
+        help_text = helps.get(p.name, "")
+        if p.default is inspect.Parameter.empty:
+            default = typer.Argument(..., help=help_text, show_default=False)
+        else:
+            default = typer.Option(p.default, *_flag_names(p.name, p.default), help=help_text)
+        params.append(p.replace(default=default, annotation=annotation,
+                                kind=inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    return inspect.Signature(params)
+
+
+def _edge(fn: Callable[..., Any], *, signature: bool = True) -> Callable[..., Any]:
+    """Run an entry function; turn its int result or a RagtuneError into the exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = fn(*args, **kwargs)
+        except RagtuneError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        raise typer.Exit(code if isinstance(code, int) else 0)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = _doc_parts(fn)[0] if signature else fn.__doc__
+    wrapper.__signature__ = _typer_signature(fn) if signature else inspect.signature(fn)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """Per-field help from the dataclass docstring's `Args:` section (Google style)."""
+    try:
+        from docstring_parser import parse
+    except ImportError:  # pragma: no cover - optional nicety
+        return {}
+    return {p.arg_name: (p.description or "") for p in parse(cls.__doc__ or "").params}
+
+
+def load_yaml_config(path: Path, cls: type) -> dict[str, Any]:
+    """Read a YAML config whose keys must be fields of `cls`."""
+    import yaml
 
     try:
-        result = CLI(tree, args=args, as_positional=True, env_prefix="RAGTUNE", default_env=False)
-        runner = runners.get(type(result))
-        if runner is not None:
-            result = runner(result)
-    except RagtuneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return result if isinstance(result, int) else 0
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError("--config", str(path), f"cannot read YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError("--config", str(path), "the file must hold a mapping of field: value")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError("--config", str(path),
+                          f"unknown field(s) {unknown}; valid fields: {sorted(known)}")
+    return data
+
+
+def config_command(cls: type, runner: Callable[[Any], int | None]) -> Callable[..., None]:
+    """A Typer command whose flags are the fields of dataclass `cls`; it runs `runner(cls(...))`."""
+    hints = typing.get_type_hints(cls)
+    helps = _field_help(cls)
+    params = [inspect.Parameter(
+        "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+        default=typer.Option(None, "--config", help="YAML file with field: value lines."))]
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        hint = hints[field.name]
+        flags = [f"--{field.name}/--no_{field.name}"] if hint is bool else _flag_names(
+            field.name, None)
+        params.append(inspect.Parameter(
+            field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[hint],
+            default=typer.Option(None, *flags, help=helps.get(field.name, ""), show_default=False)))
+
+    def command(**kwargs: Any) -> int | None:
+        config = kwargs.pop("config")
+        values = load_yaml_config(config, cls) if config else {}
+        values.update({k: v for k, v in kwargs.items() if v is not None})
+        return runner(cls(**values))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = _doc_parts(cls)[0]
+    command.__name__ = cls.__name__
+    return _edge(command, signature=False)
+
+
+def build_app() -> typer.Typer:
+    """Assemble the command tree (imports of stage command modules are light)."""
+    from ingest.commands import ingest
+    from ragtune.models import models
+    from retrieval.commands import search
+
+    app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False,
+                      help="ragtune: documents in, domain-expert assistant out.")
+    app.command("models")(_edge(models))
+    app.command("ingest")(_edge(ingest))
+    app.command("search")(_edge(search))
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """`ragtune <command> ...`"""
-    tree, runners = _components()
-    return _dispatch(tree, runners, sys.argv[1:] if argv is None else argv)
+    app = build_app()
+    try:
+        app(args=sys.argv[1:] if argv is None else argv, prog_name="ragtune", standalone_mode=False)
+    except typer.Exit as done:
+        return done.exit_code
+    except SystemExit as done:  # click usage errors
+        return int(done.code or 0)
+    except Exception as err:  # click.ClickException (usage errors) have their own formatting
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        raise
+    return 0
+
+
+def _short_form(command: str, argv: list[str] | None) -> int:
+    return main([command, *(sys.argv[1:] if argv is None else argv)])
 
 
 def ingest_main(argv: list[str] | None = None) -> int:
     """`ingest PATH...`: short form of `ragtune ingest`."""
-    return main(["ingest", *(sys.argv[1:] if argv is None else argv)])
+    return _short_form("ingest", argv)
 
 
 def finetune_main(argv: list[str] | None = None) -> int:
     """`finetune run|merge ...`: short form of `ragtune finetune ...`."""
-    return main(["finetune", *(sys.argv[1:] if argv is None else argv)])
+    return _short_form("finetune", argv)
 
 
 if __name__ == "__main__":
