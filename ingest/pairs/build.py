@@ -57,7 +57,8 @@ class PairsReport:
                 f"chunks (per document min {counts[0]}, median {statistics.median(counts):g}, "
                 f"max {counts[-1]}); rows: train {self.train_rows}, val {self.val_rows}, identity "
                 f"{self.identity_rows}; rejected {sum(self.rejected.values())} ({rejected}); "
-                f"failed chunks {self.failed_chunks}; documents generated "
+                f"eval questions checked {self.eval_questions}; failed chunks {self.failed_chunks}; "
+                f"documents generated "
                 f"{self.generated_documents}, cached {self.cached_documents}; {self.seconds:.1f}s")
 
 

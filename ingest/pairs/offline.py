@@ -81,7 +81,10 @@ def _pair(chunk: Chunk, q: str, a: str, quote: str, rule: str, short: str = "") 
 
 
 def _lc(text: str) -> str:
-    """Lower-case the first letter unless the word looks like a name or acronym."""
+    """Lower-case the first letter unless the words look like a name or acronym."""
+    words = text.split()
+    if len(words) > 1 and words[1][:1].isupper():
+        return text  # "Skelding Point access", "Tuesday Tide"
     if len(text) > 1 and text[0].isupper() and text[1].islower():
         return text[0].lower() + text[1:]
     return text
