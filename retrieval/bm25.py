@@ -42,14 +42,29 @@ def _jieba():
     return jieba
 
 
+def _chinese_tokens(run: str) -> list[str]:
+    """jieba search-mode words (dictionary only, so a text and a query segment alike), plus
+    bigrams over runs of single characters, so that words missing from jieba's dictionary
+    (年假 -> 年 / 假) still match as a whole."""
+    words = _jieba().lcut_for_search(run, HMM=False)
+    out = [w for w in words if w not in ZH_STOPWORDS]
+    singles: list[str] = []
+    for word in [*words, ""]:
+        if len(word) == 1 and word not in ZH_STOPWORDS:
+            singles.append(word)
+            continue
+        out.extend(a + b for a, b in zip(singles, singles[1:]))
+        singles = []
+    return out
+
+
 def tokenize(text: str) -> list[str]:
     """Split text into BM25 tokens: jieba words for Chinese runs, lowercase words otherwise."""
     tokens: list[str] = []
     english_stop = _english_stopwords()
     for run in _TOKEN_RUNS.findall(text.lower()):
         if _CJK_RUN.match(run):
-            words = _jieba().lcut_for_search(run)
-            tokens.extend(w for w in words if w.strip() and w not in ZH_STOPWORDS)
+            tokens.extend(_chinese_tokens(run))
         elif run not in english_stop:
             tokens.append(run)
     return tokens

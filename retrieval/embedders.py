@@ -86,7 +86,9 @@ class SentenceTransformerEmbedder:
             self.model = SentenceTransformer(location, device=self.device)
         except OSError as err:
             raise ModelNotFoundError(f"cannot load embedder {spec!r} from {location}: {err}") from err
-        dim = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) \
+            or self.model.get_sentence_embedding_dimension
+        dim = get_dim()
         if not dim:
             raise ModelNotFoundError(f"embedder {spec!r} does not report an embedding dimension")
         self._dim = int(dim)
