@@ -77,12 +77,13 @@ def make_generator(settings: Settings, cfg: PairsConfig, local: Generator | None
     if cfg.generator == "self":
         from ingest.pairs.selfgen import SelfGenerator
 
+        owns = local is None
         if local is None:
             from api.engine import TransformersGenerator
 
             local = TransformersGenerator.from_settings(settings)
         return SelfGenerator(local, settings.generator, max_pairs=cfg.max_pairs_per_chunk,
-                             max_new_tokens=cfg.self_max_new_tokens)
+                             max_new_tokens=cfg.self_max_new_tokens, owns_generator=owns)
     from ingest.pairs.offline import OfflineGenerator
 
     return OfflineGenerator()
@@ -153,7 +154,8 @@ def build_pairs(settings: Settings, index_or_chunks: Any, cfg: PairsConfig | Non
 
     `index_or_chunks` is a `HybridIndex` (anything with `.chunks()`) or a list of chunks.
     Documents whose content hash is cached reuse their pairs; `changed_sources` forces those
-    documents to be generated again. Returns the report whose `line()` is the stats line.
+    documents to be generated again (the teacher still answers repeated prompts from its reply
+    cache). Returns the report whose `line()` is the stats line.
     """
     cfg = cfg or PairsConfig()
     start = time.perf_counter()
@@ -175,6 +177,8 @@ def build_pairs(settings: Settings, index_or_chunks: Any, cfg: PairsConfig | Non
     report.pairs = len(kept)
     _write(settings, cfg, kept, chunks, report)
     report.seconds = time.perf_counter() - start
+    for source, n in report.per_document.items():
+        log.info("pairs per document: %s: %d", source, n)
     log.info("%s", report.line())
     return report
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ingest.pairs.base import QAPair
 from ingest.pairs.config import PairsConfig
-from ingest.pairs.text import best_sentence, is_supported, jaccard, normalise, shingles
+from ingest.pairs.text import best_sentence, is_supported, normalise, shingles
 from ragtune.errors import DatasetError
 from ragtune.prompts import is_chinese
 from ragtune.types import Chunk

@@ -23,8 +23,10 @@ class SelfGenerator(PairGenerator):
     name = "self"
 
     def __init__(self, generator: Generator, model_id: str, *, max_pairs: int = 6,
-                 max_new_tokens: int = 384, batch_size: int = 4, model: str = "base") -> None:
+                 max_new_tokens: int = 384, batch_size: int = 4, model: str = "base",
+                 owns_generator: bool = False) -> None:
         self.generator, self.model_id, self.model = generator, model_id, model
+        self.owns_generator = owns_generator
         self.max_pairs, self.max_new_tokens, self.batch_size = max_pairs, max_new_tokens, batch_size
 
     @property
@@ -49,3 +51,8 @@ class SelfGenerator(PairGenerator):
             if progress:
                 progress(len(batch))
         return out
+
+    def close(self) -> None:
+        """Release the local model when this generator loaded it."""
+        if self.owns_generator:
+            self.generator.close()

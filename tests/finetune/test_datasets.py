@@ -218,3 +218,16 @@ def test_bad_dataset_info_entries(tmp_path):
     (tmp_path / "dataset_info.json").write_text('{"x": {"file_name": "a.json",}}')
     with pytest.raises(DatasetError, match="invalid JSON"):
         read_dataset_info(tmp_path)
+
+
+def test_json_lines_in_a_json_file_a_folder_and_num_samples(tmp_path):
+    lines = tmp_path / "lines.json"  # JSON lines saved with a .json name (common on the hub)
+    lines.write_text("".join(json.dumps(r) + "\n" for r in ALPACA), encoding="utf-8")
+    assert len(load_dataset(str(lines))) == 2
+    folder = tmp_path / "parts"
+    _write(folder / "a.json", ALPACA)
+    _write(folder / "b.jsonl", ALPACA[:1], jsonl=True)
+    _info(tmp_path, {"parts": {"file_name": "parts"}, "few": {"file_name": "parts",
+                                                             "num_samples": 2}})
+    assert len(load_dataset("parts", tmp_path)) == 3
+    assert len(load_dataset("few", tmp_path)) == 2
