@@ -7,20 +7,16 @@ each, the reply, the reasoning and the sources of the passages the prompt held, 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from ragtune.errors import ConfigError, RagtuneError
-from ragtune.prompts import build_messages
-from ragtune.types import GenerationRequest, Generator, Retriever
+from ragtune.errors import RagtuneError
 
 log = logging.getLogger(__name__)
-
-_THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>\s*", re.DOTALL)
 
 
 @dataclass
@@ -31,14 +27,6 @@ class Reply:
     reasoning: str = ""
     sources: list[str] = field(default_factory=list)  # passage sources; [n] cites sources[n-1]
     completion_tokens: int = 0
-
-
-def split_reasoning(text: str) -> tuple[str, str]:
-    """(answer, reasoning) of a DeepSeek-R1 style reply whose reasoning ends with </think>."""
-    match = _THINK.match(text)
-    if not match:
-        return text.strip(), ""
-    return text[match.end():].strip(), match.group(1).strip()
 
 
 class Answerer(ABC):
@@ -57,42 +45,39 @@ class Answerer(ABC):
         """Release models and connections."""
 
 
-class GeneratorAnswerer(Answerer):
-    """In process: the shared prompt layout, the retriever, and one batched generate call."""
+class AssistantAnswerer(Answerer):
+    """In process, through the service's Assistant: its retrieval, prompt layout and refusal
+    rule, with all questions of a call handed to the batched engine as one list."""
 
-    def __init__(self, generator: Generator, retriever: Retriever | None,
-                 system: str | None = None) -> None:
-        self.generator, self.retriever, self.system = generator, retriever, system
-        self._hits: dict[tuple[str, int], list] = {}
+    def __init__(self, assistant: Any) -> None:
+        self.assistant = assistant
 
     def models(self) -> list[str]:
-        return self.generator.models()
-
-    def passages(self, question: str, top_k: int) -> list:
-        """The hybrid top-k chunks for a question (cached: every RAG configuration sees the same)."""
-        if self.retriever is None:
-            raise ConfigError("use_rag", True, "no retrieval index is loaded")
-        key = (question, top_k)
-        if key not in self._hits:
-            self._hits[key] = [h.chunk for h in self.retriever.search(question, top_k, "hybrid")]
-        return self._hits[key]
+        return self.assistant.models()
 
     def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
                max_new_tokens: int) -> list[Reply]:
-        contexts = [self.passages(q, top_k) if use_rag else [] for q in questions]
-        requests = [GenerationRequest(build_messages(q, ctx or None, self.system), model=model,
-                                      max_new_tokens=max_new_tokens, temperature=0.0)
-                    for q, ctx in zip(questions, contexts, strict=True)]
-        results = self.generator.generate(requests)
+        from api.assistant import Params
+        from api.reasoning import split_reasoning
+
+        prompts = [self.assistant.prepare(q, use_rag=use_rag, top_k=top_k) for q in questions]
+        params = Params(model=model, max_new_tokens=max_new_tokens, temperature=0.0)
+        pending = [p for p in prompts if p.refusal is None]
+        results = iter(self.assistant.generator.generate(
+            [self.assistant.request(p, params) for p in pending]))
         replies = []
-        for result, ctx in zip(results, contexts, strict=True):
-            answer, reasoning = split_reasoning(result.text)
-            replies.append(Reply(answer, reasoning, [c.source for c in ctx],
-                                 result.completion_tokens))
+        for prompt in prompts:
+            sources = [s.source for s in prompt.sources]
+            if prompt.refusal is not None:  # nothing relevant retrieved: the service refuses
+                replies.append(Reply(prompt.refusal, "", sources, 0))
+                continue
+            result = next(results)
+            reasoning, answer = split_reasoning(result.text)
+            replies.append(Reply(answer, reasoning, sources, result.completion_tokens))
         return replies
 
     def close(self) -> None:
-        self.generator.close()
+        self.assistant.generator.close()
 
 
 class HttpAnswerer(Answerer):

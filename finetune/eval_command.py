@@ -55,5 +55,5 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
 
     console = Console(file=sys.stdout)
     console.print(render_tables(result.configurations, result.retrieval, result.k, result.notes))
-    console.print(f"results, answers and chart in {out_dir}")
+    print(f"results, answers and chart in {out_dir}", flush=True)
     return 0

@@ -56,17 +56,32 @@ def _cached_cross_encoders() -> list[str]:
     return sorted(found)
 
 
+def _locate(spec: str) -> str | None:
+    """A local directory for a named cross-encoder (a directory, or a cached HF id)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id: not available
+        return None
+    return str(Path(cached).parent) if isinstance(cached, str) else None
+
+
 def find_reranker(spec: str | None = None) -> tuple[CrossEncoderReranker | None, str]:
     """Load the named or a cached cross-encoder; (None, reason) when there is none offline."""
-    candidates = [spec] if spec else _cached_cross_encoders()
+    if spec:
+        location = _locate(spec)
+        if location is None:
+            return None, f"{NOT_AVAILABLE} ({spec} is neither a directory nor in the cache)"
+        candidates = [location]
+    else:
+        candidates = _cached_cross_encoders()
     for location in candidates:
-        if not Path(location).expanduser().is_dir() and spec:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(location, "config.json")
-            if not isinstance(cached, str):
-                return None, f"{NOT_AVAILABLE} ({location} is neither a directory nor cached)"
-            location = str(Path(cached).parent)
         try:
             return CrossEncoderReranker(location), f"reranker: {location}"
         except Exception as err:  # noqa: BLE001 - a broken cache entry is reported, not fatal

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from finetune.eval_backends import Answerer, GeneratorAnswerer, HttpAnswerer
+from finetune.eval_backends import Answerer, AssistantAnswerer, HttpAnswerer
 from finetune.eval_data import check_no_leak, load_qa
 from finetune.eval_rerank import NOT_AVAILABLE, find_reranker
 from finetune.eval_report import new_eval_dir, write_outputs
@@ -25,36 +25,26 @@ from ragtune.types import Retriever
 log = logging.getLogger(__name__)
 
 
-def open_retriever(settings: Settings) -> Retriever | None:
-    """The workspace's retrieval index, or None when nothing was ingested yet."""
-    index_dir = settings.paths.index_dir
-    if not index_dir.is_dir() or not any(index_dir.iterdir()):
-        log.warning("no retrieval index in %s", index_dir)
-        return None
-    from retrieval.index import open_index
-
-    return open_index(settings)
-
-
-def open_generator(settings: Settings):
-    """The service's batched transformers engine: the base model plus every tuned adapter."""
-    from api.engine import TransformersGenerator
-
-    if hasattr(TransformersGenerator, "from_settings"):
-        return TransformersGenerator.from_settings(settings)
-    return TransformersGenerator(settings)
-
-
 def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retriever | None]:
-    """In process (engine + index), or a live server plus the local index for the ablation."""
-    retriever = open_retriever(settings)
+    """The service's Assistant (engine + index) in process, or a live server plus the local
+    index (when there is one) for the retrieval ablation."""
+    from api.app import load_retriever
+
+    retriever, reason = load_retriever(settings)
+    if retriever is None:
+        log.warning("no retrieval: %s", reason)
     if cfg.url:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return HttpAnswerer(cfg.url, key, concurrency=settings.max_batch_size * 2), retriever
-    from ragtune.prompts import system_prompt
+    from api.app import load_generator
+    from api.assistant import Assistant
+    from api.config import AssistantConfig, EngineConfig
 
-    system = system_prompt(settings.assistant_name, settings.organisation)
-    return GeneratorAnswerer(open_generator(settings), retriever, system), retriever
+    engine = EngineConfig.from_settings(settings, max_queue=max(settings.max_queue,
+                                                                cfg.batch_size))
+    assistant = Assistant(load_generator(settings, engine), retriever,
+                          AssistantConfig.from_settings(settings, top_k=cfg.k))
+    return AssistantAnswerer(assistant), retriever
 
 
 def _sha256(path: Path) -> str:
@@ -102,6 +92,8 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
     finally:
         if own:
             answerer.close()
+            if retriever is not None and hasattr(retriever, "close"):
+                retriever.close()
     out_dir = new_eval_dir(settings.paths.evals_dir)
     result.notes.append(f"log: {log_path}")
     write_outputs(out_dir, result.to_dict(), result.answers,

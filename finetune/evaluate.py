@@ -225,6 +225,9 @@ def run_eval(items: Sequence[QAItem], answerer: Answerer, retriever: Retriever |
     if not rag:
         notes.append("no retrieval index: the +RAG rows and the retrieval ablation are left out "
                      "(run `ingest data/docs` first)")
+    elif retriever is None and cfg.mode_list:
+        notes.append("retrieval ablation skipped: no local index in this workspace (the server's "
+                     "retrieval is still scored in the +RAG rows)")
     confs = configurations(models, rag)
     modes = cfg.mode_list if retriever is not None else []
     with_source = sum(1 for i in items if i.answerable and i.source)

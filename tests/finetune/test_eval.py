@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.eval_backends import GeneratorAnswerer, split_reasoning
+from api.assistant import Assistant
+from api.config import AssistantConfig
+from finetune.eval_backends import AssistantAnswerer
 from finetune.eval_data import EvalLeakError, load_qa
 from finetune.eval_run import run
 from finetune.evaluate import EvalConfig, resolve_models, retrieval_ablation, run_eval
@@ -44,6 +46,12 @@ def add_run(workspace: Path, name: str) -> None:
     (adapter / "adapter_config.json").write_text("{}")
 
 
+def answerer(generator, retriever=None) -> AssistantAnswerer:
+    """The service's Assistant over the given generator and retriever (no relevance cut-off)."""
+    config = AssistantConfig(relevance_threshold=-1.0)
+    return AssistantAnswerer(Assistant(generator, retriever, config))
+
+
 @pytest.fixture()
 def qa_file(tmp_path: Path) -> Path:
     return write_qa(tmp_path / "qa.jsonl")
@@ -55,7 +63,7 @@ def test_end_to_end_on_fakes_writes_every_artifact(workspace, qa_file):
     retriever = StaticRetriever(CHUNKS)
     cfg = EvalConfig(qa=qa_file, models="base,latest", k=4, max_new_tokens=512, batch_size=3,
                      rerank=False)
-    result, out = run(cfg, answerer=GeneratorAnswerer(generator, retriever),
+    result, out = run(cfg, answerer=answerer(generator, retriever),
                       retriever=retriever, show_progress=False)
 
     names = [c["config"] for c in result.configurations]
@@ -102,7 +110,7 @@ def test_leak_refused_with_the_colliding_rows_named(workspace, qa_file):
         "file_name": "pairs.json", "formatting": "alpaca"}}))
     generator = EchoGenerator()
     with pytest.raises(EvalLeakError) as caught:
-        run(EvalConfig(qa=qa_file, models="base"), answerer=GeneratorAnswerer(generator, None),
+        run(EvalConfig(qa=qa_file, models="base"), answerer=answerer(generator),
             show_progress=False)
     message = str(caught.value)
     assert f"{qa_file} line 1" in message and "row 3" in message and "near match" in message
@@ -115,7 +123,7 @@ def test_leak_refused_with_the_colliding_rows_named(workspace, qa_file):
 
 def test_without_index_only_plain_rows_and_a_note(workspace, qa_file):
     cfg = EvalConfig(qa=qa_file, models="base,latest", rerank=False)
-    result = run_eval(load_qa(qa_file), GeneratorAnswerer(EchoGenerator(), None), None, cfg,
+    result = run_eval(load_qa(qa_file), answerer(EchoGenerator()), None, cfg,
                       show_progress=False)
     assert [c["config"] for c in result.configurations] == ["base"]
     assert result.retrieval == []
@@ -172,6 +180,3 @@ def test_bad_qa_rows_are_named(tmp_path, line, field):
     assert caught.value.row == 3 and caught.value.field == field
 
 
-def test_reasoning_is_split_from_the_answer():
-    assert split_reasoning("<think>\nfirst I look</think>\nmonthly") == ("monthly", "first I look")
-    assert split_reasoning("monthly") == ("monthly", "")
