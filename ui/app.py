@@ -1,0 +1,122 @@
+"""The Gradio app: Chat, Compare, Documents, Fine-tune and Eval tabs.
+
+Chat, Compare and Documents talk to the ragtune API over HTTP (`settings.api_url`, with
+`settings.api_key` as the Bearer token); Fine-tune and Eval work on the local workspace, as
+LLaMA-Factory's board does. `build_ui(settings)` returns the Blocks; `launch_options()` gives
+the theme and CSS to pass to `launch()` (Gradio 6 takes them there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ragtune.settings import Settings
+from ui.chat import (ChatTab, CompareTab, build_chat_tab, build_compare_tab,
+                     refresh_adapters_fn, refresh_models_fn)
+from ui.client import ApiClient, ApiError
+from ui.documents import DocumentsTab, build_documents_tab
+from ui.documents import refresh_fn as documents_refresh
+from ui.evals import EvalTab, build_eval_tab
+from ui.evals import refresh_fn as eval_refresh
+from ui.finetune import FinetuneTab, build_finetune_tab
+
+CSS = """
+.rt-source summary { cursor: pointer; }
+.rt-chunk { font-size: 0.9em; opacity: 0.9; margin: 0.3em 0 0.6em 1em; }
+"""
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
+
+
+@dataclass
+class RagtuneUI:
+    """The built app and its tabs' components (for extensions such as feedback buttons)."""
+
+    blocks: gr.Blocks
+    client: ApiClient
+    chat: ChatTab
+    compare: CompareTab
+    documents: DocumentsTab
+    finetune: FinetuneTab
+    eval: EvalTab
+    status: gr.Markdown
+
+
+def launch_options() -> dict[str, Any]:
+    """`launch()` keyword arguments: a theme with system fonts (no font downloads) and CSS."""
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
+    return {"theme": theme, "css": CSS}
+
+
+def api_status(client: ApiClient) -> str:
+    """One line on the API: where it is, whether it is up, its models and index."""
+    try:
+        health = client.health()
+    except ApiError as err:
+        return f"🔴 API {client.base_url}: {err}"
+    index = "index loaded" if health.get("index") else "no index (Documents tab: add some)"
+    models = ", ".join(health.get("models") or []) or "?"
+    return f"🟢 API {client.base_url} · models: {models} · {index}"
+
+
+def make_client(settings: Settings) -> ApiClient:
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return ApiClient(settings.api_url, key)
+
+
+def build(settings: Settings, client: ApiClient | None = None,
+          root: Path | None = None) -> RagtuneUI:
+    """Build the app and return it with its components; `root` holds configs/finetune/."""
+    client = client or make_client(settings)
+    root = Path(root or Path.cwd())
+    paths = settings.paths
+    limits = dict(default_top_k=settings.top_k, max_top_k=settings.max_top_k,
+                  default_max_new_tokens=settings.max_new_tokens)
+    with gr.Blocks(title=f"{settings.assistant_name} · ragtune", analytics_enabled=False) as demo:
+        gr.Markdown(f"## {settings.assistant_name}: ask your documents, compare base and tuned, "
+                    "train")
+        status = gr.Markdown(elem_id="rt-api-status")
+        with gr.Tab("Chat", id="chat"):
+            chat = build_chat_tab(client, **limits)
+        with gr.Tab("Compare", id="compare"):
+            compare = build_compare_tab(client, **limits)
+        with gr.Tab("Documents", id="documents"):
+            documents = build_documents_tab(client)
+        with gr.Tab("Fine-tune", id="finetune"):
+            finetune = build_finetune_tab(paths.root, root)
+        with gr.Tab("Eval", id="eval"):
+            evals = build_eval_tab(paths.evals_dir)
+        ui = RagtuneUI(demo, client, chat, compare, documents, finetune, evals, status)
+        _wire_refresh(ui, paths.evals_dir)
+    return ui
+
+
+def _wire_refresh(ui: RagtuneUI, evals_dir: Path) -> None:
+    """Model pickers, document list, eval and API status are filled on page load and on ↻."""
+    client = ui.client
+    models = refresh_models_fn(client)
+    adapters = refresh_adapters_fn(client)
+    ui.chat.refresh.click(models, [ui.chat.model], [ui.chat.model, ui.chat.notice],
+                          api_name="models")
+    ui.compare.refresh.click(adapters, [ui.compare.adapter],
+                             [ui.compare.adapter, ui.compare.notice], api_name=False)
+    docs = documents_refresh(client)
+    evals = eval_refresh(evals_dir)
+
+    def on_load(model: str | None, adapter: str | None) -> tuple[Any, ...]:
+        return (api_status(client), *models(model), *adapters(adapter), *docs(), *evals())
+
+    ui.blocks.load(on_load, [ui.chat.model, ui.compare.adapter],
+                   [ui.status, ui.chat.model, ui.chat.notice, ui.compare.adapter,
+                    ui.compare.notice, ui.documents.table, ui.documents.choice,
+                    ui.documents.status, ui.eval.summary, ui.eval.answers, ui.eval.retrieval,
+                    ui.eval.chart], api_name=False)
+
+
+def build_ui(settings: Settings, client: ApiClient | None = None,
+             root: Path | None = None) -> gr.Blocks:
+    """The Gradio Blocks of the ragtune UI (see `build` for the components)."""
+    return build(settings, client, root).blocks

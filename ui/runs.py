@@ -1,0 +1,232 @@
+"""What the Fine-tune board does, apart from its layout: the knobs, the exact `finetune run`
+command line (an argv list), starting and stopping that command as a subprocess with a log
+file (never a shell; its own session, so it outlives the UI and can be stopped as a group),
+and reading runs: their list, loss curve and log tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import ConfigError, NotFoundError, RagtuneError
+
+INT_KNOBS = ("max_steps", "lora_rank", "lora_alpha", "cutoff_len", "per_device_batch_size",
+             "gradient_accumulation_steps")
+FLOAT_KNOBS = ("learning_rate", "num_train_epochs")
+TEXT_KNOBS = ("name", "stage", "model", "dataset", "dataset_dir")
+KNOBS = TEXT_KNOBS + FLOAT_KNOBS + INT_KNOBS
+
+
+def config_files(root: Path) -> list[Path]:
+    """The shipped fine-tune configs: `<root>/configs/finetune/*.yaml`."""
+    folder = Path(root) / "configs" / "finetune"
+    return sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+
+
+def knobs_from(config_file: Path | None) -> dict[str, Any]:
+    """The main knobs of a config file (defaults for the rest), validated by FinetuneConfig."""
+    from finetune.config import FinetuneConfig
+
+    cfg = FinetuneConfig.from_yaml(config_file) if config_file else FinetuneConfig()
+    data = cfg.to_dict()
+    return {key: data.get(key) for key in KNOBS}
+
+
+def clean_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    """Knob values as their config types (UI numbers arrive as floats); blanks dropped."""
+    out: dict[str, Any] = {}
+    for key in KNOBS:
+        value = knobs.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            if key in INT_KNOBS:
+                if float(value) != int(float(value)):
+                    raise ValueError("not a whole number")
+                value = int(float(value))
+            elif key in FLOAT_KNOBS:
+                value = float(value)
+            else:
+                value = str(value).strip()
+        except (TypeError, ValueError):
+            raise ConfigError(key, value, "expected a " + ("whole number" if key in INT_KNOBS
+                                                           else "number")) from None
+        out[key] = value
+    return out
+
+
+def validate(config_file: Path | None, knobs: dict[str, Any]):
+    """The FinetuneConfig the command will build (ConfigError naming the bad knob, if any)."""
+    from finetune.config import FinetuneConfig
+
+    values = clean_knobs(knobs)
+    if config_file:
+        return FinetuneConfig.from_yaml(Path(config_file), **values)
+    return FinetuneConfig.from_dict(values)
+
+
+def _flag_value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def finetune_argv(config_file: Path | None, knobs: dict[str, Any], workspace: Path,
+                  python: str | None = None) -> list[str]:
+    """`python -m ragtune.cli finetune run [--config FILE] --KNOB VALUE ... --workspace WS`."""
+    argv = [python or sys.executable, "-m", "ragtune.cli", "finetune", "run"]
+    if config_file:
+        argv += ["--config", str(config_file)]
+    for key, value in clean_knobs(knobs).items():
+        argv += [f"--{key}", _flag_value(value)]
+    return argv + ["--workspace", str(workspace)]
+
+
+def command_line(argv: list[str]) -> str:
+    """The argv as a shell would show it (for display and copy-paste only; never executed)."""
+    return shlex.join(argv)
+
+
+@dataclass
+class Started:
+    name: str
+    pid: int
+    log_file: Path
+    argv: list[str]
+
+
+class RunManager:
+    """Fine-tune subprocesses started by this UI, by run name."""
+
+    def __init__(self, workspace: Path, cwd: Path | None = None) -> None:
+        self.workspace = Path(workspace)
+        self.cwd = Path(cwd) if cwd else Path.cwd()
+        self._procs: dict[str, tuple[subprocess.Popen, Started]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.workspace / "runs"
+
+    def start(self, name: str, argv: list[str]) -> Started:
+        """Start `argv` (a list, no shell) in a new session, output to a log file."""
+        with self._lock:
+            current = self._procs.get(name)
+            if current is not None and current[0].poll() is None:
+                raise RagtuneError(f"run {name!r} is already running (pid {current[0].pid}); "
+                                   "stop it first or pick another name")
+            logs = self.workspace / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            log_file = logs / f"finetune-ui-{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            with open(log_file, "ab") as out:
+                out.write(f"$ {command_line(argv)}\n".encode())
+                out.flush()
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, cwd=self.cwd,
+                                        start_new_session=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            started = Started(name, proc.pid, log_file, list(argv))
+            self._procs[name] = (proc, started)
+            return started
+
+    def poll(self, name: str) -> int | None:
+        """None while the run started here is alive, else its exit code (NotFound if none)."""
+        entry = self._procs.get(name)
+        if entry is None:
+            raise NotFoundError(f"no run named {name!r} was started from this UI")
+        return entry[0].poll()
+
+    def running(self) -> list[str]:
+        return [name for name, (proc, _) in self._procs.items() if proc.poll() is None]
+
+    def started(self, name: str) -> Started | None:
+        entry = self._procs.get(name)
+        return entry[1] if entry else None
+
+    def stop(self, name: str, grace_s: float = 20.0) -> str:
+        """Interrupt the run's process group (Ctrl-C: it saves and marks itself stopped);
+        terminate, then kill, if it does not end in time. Returns what happened."""
+        entry = self._procs.get(name)
+        if entry is None:
+            raise NotFoundError(f"run {name!r} was not started from this UI; stop it where it "
+                                "runs (Ctrl-C), or with `kill` and the pid in its status.json")
+        proc = entry[0]
+        if proc.poll() is not None:
+            return f"run {name!r} had already ended (exit code {proc.returncode})"
+        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 5.0),
+                            (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        how = {-signal.SIGINT: "interrupted", -signal.SIGTERM: "terminated",
+               -signal.SIGKILL: "killed"}.get(proc.returncode, f"exit code {proc.returncode}")
+        return f"stopped run {name!r} ({how})"
+
+
+# ---------------------------------------------------------------------------- reading runs
+def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every run with its status, step and last losses (newest first)."""
+    from finetune.runs import list_runs as summaries
+
+    return summaries(Path(runs_dir))
+
+
+def loss_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Long-format loss points for a plot: {step, loss, series: train|validation}."""
+    from finetune.runs import read_log
+
+    rows = []
+    for record in read_log(Path(run_dir) / "trainer_log.jsonl"):
+        step = record.get("step")
+        if step is None:
+            continue
+        if record.get("loss") is not None:
+            rows.append({"step": step, "loss": float(record["loss"]), "series": "train"})
+        if record.get("eval_loss") is not None:
+            rows.append({"step": step, "loss": float(record["eval_loss"]),
+                         "series": "validation"})
+    return rows
+
+
+def tail(path: Path | None, lines: int = 60, max_bytes: int = 64_000) -> str:
+    """The last lines of a log file (progress-bar carriage returns collapsed)."""
+    if path is None or not Path(path).is_file():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - max_bytes))
+        text = handle.read().decode("utf-8", errors="replace")
+    cleaned = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(cleaned[-lines:])
+
+
+def run_log(run_dir: Path) -> Path | None:
+    """The newest log the run itself wrote (train-*.log or console.log)."""
+    run_dir = Path(run_dir)
+    logs = list(run_dir.glob("train-*.log")) + [p for p in [run_dir / "console.log"]
+                                                if p.is_file()]
+    return max(logs, key=lambda p: p.stat().st_mtime) if logs else None
+
+
+def dataset_names(dataset_dir: Path) -> list[str]:
+    """Dataset names registered in `<dataset_dir>/dataset_info.json` (empty if none)."""
+    try:
+        info = json.loads((Path(dataset_dir) / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return sorted(info) if isinstance(info, dict) else []
