@@ -1,0 +1,144 @@
+"""The FastAPI application: `create_app(settings)` wires settings, generator, retriever and
+routes; models and the index load in the lifespan unless they are injected (tests, the UI).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.assistant import Assistant
+from api.config import ApiConfig, AssistantConfig, EngineConfig
+from api.deps import Services
+from api.errors import error_payload, install_error_handlers
+from api.routes import ask, health, openai
+from ragtune.errors import RagtuneError
+from ragtune.settings import Settings, load_settings
+from ragtune.types import Generator, Retriever
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Answers questions from your documents (`/ask`, with [n] citations and their
+sources), an OpenAI-compatible chat API over the base model and every tuned adapter
+(`/v1/chat/completions`, `/v1/models`) and the plain `/generate?prompt=`. When the server has
+an API key, send `Authorization: Bearer <key>` (use *Authorize* here); `/health` needs none."""
+
+
+def load_generator(settings: Settings, engine: EngineConfig | None = None,
+                   extra_adapters: dict[str, Path] | None = None) -> Generator:
+    """The generator backend the settings choose: in-process transformers, or an upstream."""
+    if settings.generator_backend == "openai":
+        from api.upstream import OpenAIUpstreamGenerator
+
+        return OpenAIUpstreamGenerator.from_settings(settings)
+    from api.engine import TransformersGenerator
+
+    return TransformersGenerator.from_settings(settings, engine, extra_adapters)
+
+
+def load_retriever(settings: Settings) -> tuple[Retriever | None, str]:
+    """The workspace index, or None and the reason (the service then answers without RAG)."""
+    index_dir = settings.paths.index_dir
+    if not index_dir.exists():
+        return None, f"no index at {index_dir}; run `ingest DOCS` first"
+    try:
+        from retrieval.index import open_index
+    except ImportError as err:
+        return None, f"retrieval is unavailable ({err})"
+    try:
+        return open_index(settings), ""
+    except RagtuneError as err:
+        log.warning("index not loaded: %s", err)
+        return None, f"the index at {index_dir} cannot be used: {err}"
+
+
+class BodyLimit:
+    """Answer 413 when a request body (declared or streamed) exceeds `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_big = f"the request body is larger than {self.max_bytes} bytes (max_body_bytes)"
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            status = 413 if declared.isdigit() else 400
+            message = too_big if status == 413 else "invalid Content-Length header"
+            await _send_json(send, status, error_payload(HTTPException(status), status, message))
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, too_big)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _send_json(send: Send, status: int, payload: dict) -> None:
+    import json
+
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None, *, generator: Generator | None = None,
+               retriever: Retriever | None = None, api_config: ApiConfig | None = None,
+               assistant_config: AssistantConfig | None = None,
+               engine_config: EngineConfig | None = None,
+               extra_adapters: dict[str, Path] | None = None) -> FastAPI:
+    """Build the app. Without `generator`/`retriever`, they are loaded from the settings at
+    start-up (and a generator loaded here is closed at shutdown)."""
+    settings = settings or load_settings()
+    api = api_config or ApiConfig.from_settings(settings)
+    assistant_cfg = assistant_config or AssistantConfig.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gen = generator or await anyio.to_thread.run_sync(
+            load_generator, settings, engine_config, extra_adapters)
+        ret, reason = (retriever, "") if retriever is not None else \
+            await anyio.to_thread.run_sync(load_retriever, settings)
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.max_queue + 64)
+        assistant = Assistant(gen, ret, assistant_cfg, no_index_reason=reason or
+                              "no index is loaded; run `ingest DOCS` first")
+        app.state.services = Services(assistant, api, settings.generator_backend, ret is not None)
+        try:
+            yield
+        finally:
+            app.state.services = None
+            if generator is None:
+                gen.close()
+
+    app = FastAPI(title="ragtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = None
+    install_error_handlers(app)
+    for router in (health.router, ask.router, openai.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
+    if api.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=api.cors_origins,
+                           allow_credentials=api.cors_credentials,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"])
+    return app

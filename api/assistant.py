@@ -1,0 +1,185 @@
+"""The Assistant: retrieve passages, prompt the generator in the training layout, answer with
+citations — or say it does not know when nothing relevant was found.
+
+Prompts come from `ragtune.prompts.build_messages` / `user_prompt`, the layout the context
+training pairs use, so a tuned adapter sees at serving time what it learnt on. Passage `[n]`
+of the prompt is `sources[n-1]` of the answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.config import AssistantConfig
+from api.generation import check_model, complete, stream_events
+from api.history import Answer, AnswerStore, Source
+from api.reasoning import ReasoningSplitter, split_reasoning
+from ragtune.errors import RagtuneError
+from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, format_context, is_chinese, system_prompt, user_prompt
+from ragtune.types import ChatMessage, GenerationRequest, GenerationResult, Generator, Hit, Retriever
+
+
+class NoIndexError(RagtuneError):
+    """Retrieval was asked for but the service has no index."""
+
+    http_status = 409
+
+
+@dataclass
+class Prompt:
+    """What goes to the generator for one question, and what came back from retrieval."""
+
+    messages: list[ChatMessage]
+    question: str
+    sources: list[Source] = field(default_factory=list)
+    context: str = ""
+    refusal: str | None = None  # set when retrieval found nothing relevant
+    retrieval_ms: float = 0.0
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))  # becomes the answer's id
+
+
+@dataclass
+class Params:
+    """Generation parameters of one call."""
+
+    model: str = "base"
+    max_new_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+class Assistant:
+    """Question answering over a retriever and a generator (base or a tuned adapter)."""
+
+    def __init__(self, generator: Generator, retriever: Retriever | None = None,
+                 config: AssistantConfig | None = None, store: AnswerStore | None = None,
+                 no_index_reason: str = "no index is loaded; run `ingest DOCS` first") -> None:
+        self.generator, self.retriever = generator, retriever
+        self.config = config or AssistantConfig()
+        self.store = store if store is not None else AnswerStore(self.config.history_size)
+        self.no_index_reason = no_index_reason
+
+    @property
+    def system(self) -> str:
+        return system_prompt(self.config.assistant_name, self.config.organisation)
+
+    def models(self) -> list[str]:
+        return self.generator.models()
+
+    # ------------------------------------------------------------------------------ prompts
+    def retrieve(self, question: str, top_k: int | None = None) -> list[Hit]:
+        """Hits at or above the relevance threshold, best first."""
+        if self.retriever is None:
+            raise NoIndexError(self.no_index_reason)
+        hits = self.retriever.search(question, top_k or self.config.top_k, self.config.search_mode)
+        return [h for h in hits if h.score >= self.config.relevance_threshold]
+
+    def prepare(self, question: str, *, use_rag: bool = True, top_k: int | None = None,
+                history: list[ChatMessage] | None = None) -> Prompt:
+        """Messages for a question: system prompt, retrieved passages, question (training layout).
+
+        With `history` (a chat), the last user turn is the question; its content is replaced by
+        the context-plus-question layout, and the system prompt is added if the chat has none.
+        """
+        if not use_rag:
+            messages = list(history) if history else [
+                {"role": "system", "content": self.system}, {"role": "user", "content": question}]
+            return Prompt(messages, question)
+        started = time.perf_counter()
+        hits = self.retrieve(question, top_k)
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        sources = [Source(i, h.chunk.source, h.chunk.position, h.chunk.section, round(h.score, 6),
+                          h.chunk.text) for i, h in enumerate(hits, start=1)]
+        chunks = [h.chunk for h in hits]
+        if not chunks and self.config.refuse_without_context:
+            refusal = NO_ANSWER_ZH if is_chinese(question) else NO_ANSWER
+            return Prompt([], question, refusal=refusal, retrieval_ms=retrieval_ms)
+        turns = list(history) if history else [{"role": "user", "content": question}]
+        last_user = max(i for i, m in enumerate(turns) if m["role"] == "user")
+        turns[last_user] = {"role": "user", "content": user_prompt(question, chunks)}
+        if not any(m["role"] == "system" for m in turns):
+            turns.insert(0, {"role": "system", "content": self.system})
+        return Prompt(turns, question, sources, format_context(chunks), retrieval_ms=retrieval_ms)
+
+    def request(self, prompt: Prompt, params: Params) -> GenerationRequest:
+        """The generation request for a prepared prompt (the model name checked)."""
+        check_model(self.generator, params.model)
+        return GenerationRequest(prompt.messages, params.model,
+                                 params.max_new_tokens or self.config.max_new_tokens,
+                                 params.temperature, params.top_p, list(params.stop), params.seed)
+
+    # ------------------------------------------------------------------------------ answers
+    def ask(self, question: str, use_rag: bool = True, top_k: int | None = None,
+            model: str = "base", max_new_tokens: int | None = None, temperature: float = 0.0,
+            cancel: threading.Event | None = None) -> Answer:
+        """Answer one question (blocking)."""
+        prompt = self.prepare(question, use_rag=use_rag, top_k=top_k)
+        return self.answer(prompt, Params(model, max_new_tokens, temperature), cancel)
+
+    def answer(self, prompt: Prompt, params: Params,
+               cancel: threading.Event | None = None) -> Answer:
+        """Generate the answer to a prepared prompt (blocking) and remember it."""
+        if prompt.refusal is not None:
+            check_model(self.generator, params.model)
+            return self._finish(prompt, params.model, GenerationResult(prompt.refusal, 0, 0),
+                                0.0, refused=True)
+        request = self.request(prompt, params)
+        started = time.perf_counter()
+        result = complete(self.generator, request, cancel)
+        return self._finish(prompt, params.model, result, time.perf_counter() - started)
+
+    def answer_stream(self, prompt: Prompt, params: Params,
+                      cancel: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
+        """Events `("reasoning"|"answer", delta)` as they come, then `("done", Answer)`.
+
+        The generation is queued by this call, so errors (unknown model, full queue) raise
+        here rather than in the middle of a streamed response.
+        """
+        if prompt.refusal is not None:
+            answer = self.answer(prompt, params, cancel)
+            return iter([("answer", answer.answer), ("done", answer)])
+        request = self.request(prompt, params)
+        items = stream_events(self.generator, request, cancel)
+        return self._relay(prompt, params, items)
+
+    def _relay(self, prompt: Prompt, params: Params,
+               items: Iterator[str | GenerationResult]) -> Iterator[tuple[str, Any]]:
+        started = time.perf_counter()
+        splitter = ReasoningSplitter()
+        result: GenerationResult | None = None
+        for item in items:
+            if isinstance(item, GenerationResult):
+                result = item
+                break
+            yield from _events(splitter.feed(item))
+        yield from _events(splitter.flush())
+        if result is None:  # pragma: no cover - stream_events always ends with a result
+            raise RagtuneError("the generator ended its stream without a result")
+        yield "done", self._finish(prompt, params.model, result, time.perf_counter() - started)
+
+    def _finish(self, prompt: Prompt, model: str, result: GenerationResult, seconds: float,
+                refused: bool = False) -> Answer:
+        reasoning, text = split_reasoning(result.text)
+        usage = {"prompt_tokens": result.prompt_tokens,
+                 "completion_tokens": result.completion_tokens,
+                 "total_tokens": result.prompt_tokens + result.completion_tokens}
+        timings = {"retrieval_ms": round(prompt.retrieval_ms, 1),
+                   "generation_ms": round(seconds * 1000, 1),
+                   "tokens_per_s": round(result.completion_tokens / seconds, 1) if seconds else 0.0}
+        answer = Answer(prompt.id, prompt.question, text, reasoning, prompt.sources,
+                        model, prompt.context, usage, timings, result.finish_reason, refused)
+        self.store.add(answer)
+        return answer
+
+
+def _events(parts: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Splitter parts as Assistant events: "reasoning" stays, "content" becomes "answer"."""
+    for kind, text in parts:
+        yield ("answer" if kind == "content" else kind), text

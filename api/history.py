@@ -1,0 +1,100 @@
+"""Answers the service gave, and a bounded in-memory store of the recent ones.
+
+Every answer has an `id` (returned by `/ask` and as the `id` of `/v1/chat/completions`);
+feedback keys on it, so the store keeps what feedback needs: question, context, model, answer.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ragtune.errors import NotFoundError
+
+MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A retrieved chunk shown to the model as passage `[n]`."""
+
+    n: int
+    source: str
+    chunk_index: int
+    section: str
+    score: float
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    """One answer with everything needed to show, cite, audit and give feedback on it."""
+
+    id: str
+    question: str
+    answer: str
+    reasoning: str
+    sources: list[Source]
+    model: str
+    context: str = ""  # the passages as the model saw them ("" without retrieval)
+    usage: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    finish_reason: str = "stop"
+    refused: bool = False  # nothing relevant was retrieved: the no-answer reply, no generation
+    created: float = field(default_factory=time.time)
+
+    @property
+    def citations(self) -> list[int]:
+        """The `[n]` markers in the answer that point at a returned source."""
+        valid = {s.n for s in self.sources}
+        return sorted({int(m) for m in MARKER.findall(self.answer)} & valid)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `/ask` response body."""
+        return {"id": self.id, "answer": self.answer, "reasoning": self.reasoning,
+                "sources": [s.to_dict() for s in self.sources], "citations": self.citations,
+                "model": self.model, "usage": self.usage, "timings": self.timings,
+                "finish_reason": self.finish_reason, "refused": self.refused}
+
+
+class AnswerStore:
+    """Thread-safe LRU of recent answers, keyed by answer id."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Answer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, answer: Answer) -> None:
+        with self._lock:
+            self._items[answer.id] = answer
+            self._items.move_to_end(answer.id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, answer_id: str) -> Answer:
+        """The answer with this id, or `NotFoundError` (unknown or already evicted)."""
+        with self._lock:
+            found = self._items.get(answer_id)
+        if found is None:
+            raise NotFoundError(f"no recent answer with id {answer_id!r} "
+                                f"(the last {self.capacity} answers are kept)")
+        return found
+
+    def recent(self, limit: int = 20) -> list[Answer]:
+        """The newest answers first."""
+        with self._lock:
+            return list(reversed(self._items.values()))[:limit]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, answer_id: object) -> bool:
+        return answer_id in self._items

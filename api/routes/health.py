@@ -1,0 +1,20 @@
+"""`GET /health`: liveness and what is loaded (no auth, for load balancers and the UI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import ServicesDep
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health")
+def health(services: ServicesDep) -> dict[str, Any]:
+    """Report that the service is up, with its backend, models and whether an index is loaded."""
+    engine = services.generator
+    return {"status": "ok", "backend": services.backend, "models": engine.models(),
+            "default_model": services.api.default_model, "index": services.index_loaded,
+            "queued": getattr(engine, "queued", 0), "auth": services.api.api_key is not None}
