@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from ingest.pairs.base import PairGenerator, Progress, QAPair
 from ingest.pairs.llm import PROMPT_VERSION, pair_messages, parse_pairs, to_pairs
+from ragtune.errors import RagtuneError
 from ragtune.types import Chunk, GenerationRequest, Generator
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,12 @@ class SelfGenerator(PairGenerator):
             requests = [GenerationRequest(pair_messages(c, self.max_pairs), model=self.model,
                                           max_new_tokens=self.max_new_tokens, temperature=0.0)
                         for c in batch]
-            for chunk, result in zip(batch, self.generator.generate(requests), strict=True):
+            try:
+                results = self.generator.generate(requests)
+            except RagtuneError as err:  # e.g. a generation timeout: these chunks failed
+                log.warning("self: %d chunks failed: %s", len(batch), err)
+                results = []
+            for chunk, result in zip(batch, results, strict=False):
                 try:
                     out[chunk.id] = to_pairs(chunk, parse_pairs(result.text), "self",
                                              self.max_pairs)

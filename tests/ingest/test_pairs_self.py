@@ -74,3 +74,24 @@ def test_parse_pairs_rejects_invalid_replies(text):
 def test_prompt_asks_for_chinese_on_chinese_chunks():
     assert "Chinese" in pair_messages(CHUNKS[2], 3)[1]["content"]
     assert "Chinese" not in pair_messages(CHUNKS[0], 3)[1]["content"]
+
+
+@pytest.mark.integration
+def test_self_generator_with_the_embedded_model(workspace, embedded_generator_dir):
+    """SmolLM2-135M writes pairs through ragtune's engine; whatever survives is supported."""
+    pytest.importorskip("api.engine")
+    from ingest.pairs.text import is_supported
+
+    settings = load_settings(workspace=workspace, generator=str(embedded_generator_dir),
+                             request_timeout_s=600)
+    report = build_pairs(settings, CHUNKS[:1], PairsConfig(
+        generator="self", eval_file="", val_ratio=0.0, identity=False, max_pairs_per_chunk=2,
+        self_max_new_tokens=64))
+    assert report.chunks == 1 and report.failed_chunks in (0, 1)
+    path = settings.paths.datasets_dir / "ragtune_sft.json"
+    rows = json.loads(path.read_text("utf-8")) if path.is_file() else []
+    by_source = {c.source: c for c in CHUNKS}
+    for row in rows:
+        if row["kind"] == "plain":
+            assert is_supported(row["output"], by_source[row["source"]].text, 0.75)
+    assert report.pairs * 2 == len(rows)
