@@ -139,9 +139,13 @@ def config_command(cls: type, runner: Callable[[Any], int | None]) -> Callable[.
 
 def build_app() -> typer.Typer:
     """Assemble the command tree (imports of stage command modules are light)."""
+    from api.commands import serve
+    from finetune.eval_command import evaluate
     from ingest.commands import ingest
+    from ingest.pairs.commands import pairs
     from ragtune.models import models
     from retrieval.commands import search
+    from ui.commands import ui
 
     app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
                       pretty_exceptions_enable=False,
@@ -149,6 +153,10 @@ def build_app() -> typer.Typer:
     app.command("models")(_edge(models))
     app.command("ingest")(_edge(ingest))
     app.command("search")(_edge(search))
+    app.command("pairs")(_edge(pairs))
+    app.command("serve")(_edge(serve))
+    app.command("ui")(_edge(ui))
+    app.command("eval")(_edge(evaluate))
     return app
 
 
