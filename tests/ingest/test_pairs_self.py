@@ -86,7 +86,7 @@ def test_self_generator_with_the_embedded_model(workspace, embedded_generator_di
                              request_timeout_s=600)
     report = build_pairs(settings, CHUNKS[:1], PairsConfig(
         generator="self", eval_file="", val_ratio=0.0, identity=False, max_pairs_per_chunk=2,
-        self_max_new_tokens=64))
+        self_max_new_tokens=48))
     assert report.chunks == 1 and report.failed_chunks in (0, 1)
     path = settings.paths.datasets_dir / "ragtune_sft.json"
     rows = json.loads(path.read_text("utf-8")) if path.is_file() else []
