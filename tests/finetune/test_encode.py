@@ -1,0 +1,150 @@
+"""Tokenization with the model's own template, the answer-only mask, truncation and packing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune.datasets import SFTExample
+from finetune.encode import (IGNORE, ChatFormat, RowCollator, chat_ids, encode_sft, fit_lengths,
+                             pack, packed_rows, single_rows)
+
+
+def example(question: str, answer: str, system: str | None = None) -> SFTExample:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return SFTExample(msgs + [{"role": "user", "content": question},
+                              {"role": "assistant", "content": answer}])
+
+
+@pytest.fixture(scope="module")
+def llama_tok(tiny_llama_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def qwen_tok(tiny_qwen2_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_qwen2_dir)
+
+
+def test_labels_cover_only_the_answer(llama_tok) -> None:
+    ex = example("What is the capital?", "The capital is Lumen City.", "Be brief.")
+    (enc,), stats = encode_sft([ex], llama_tok, cutoff=512)
+    served = chat_ids(llama_tok, ex.messages[:-1], add_generation_prompt=True)
+    assert enc.prompt == served  # trained on exactly the prompt the server renders
+    assert enc.input_ids[: len(served)] == served
+    labels = enc.labels
+    assert labels[: len(served)] == [IGNORE] * len(served)
+    assert all(t != IGNORE for t in labels[len(served):])
+    assert llama_tok.decode(enc.response) == "The capital is Lumen City.<|im_end|>"
+    assert stats.kept == 1 and stats.response_tokens == len(enc.response)
+
+
+def test_think_template_trains_after_the_served_prompt(qwen_tok) -> None:
+    ex = example("What is the capital?", "Lumen City.")
+    fmt = ChatFormat(qwen_tok)
+    assert fmt.opens_think
+    (enc,), _ = encode_sft([ex], qwen_tok, cutoff=512, fmt=fmt)
+    served_text = qwen_tok.apply_chat_template(ex.messages[:-1], tokenize=False,
+                                               add_generation_prompt=True)
+    assert served_text.endswith("<|im_start|>assistant\n<think>\n")
+    assert enc.prompt == chat_ids(qwen_tok, ex.messages[:-1], add_generation_prompt=True)
+    assert qwen_tok.decode(enc.prompt).endswith("<think>\n")
+    # An answer without reasoning becomes an empty thinking block, then the answer.
+    assert qwen_tok.decode(enc.response) == "\n</think>\n\nLumen City.<|im_end|>"
+    # An answer that carries its own reasoning keeps it (without repeating "<think>").
+    (enc2,), _ = encode_sft([example("Q?", "<think>\nLook it up.\n</think>\n\nA.")], qwen_tok,
+                            cutoff=512, fmt=fmt)
+    assert qwen_tok.decode(enc2.response) == "\nLook it up.\n</think>\n\nA.<|im_end|>"
+
+
+def test_truncation_keeps_question_and_some_answer(llama_tok) -> None:
+    ex = example("Question: " + "context " * 300 + "what is the capital?",
+                 "The capital is Lumen City. " * 10, "System head.")
+    (enc,), stats = encode_sft([ex], llama_tok, cutoff=64)
+    assert len(enc) <= 64 and stats.truncated == 1
+    assert llama_tok.decode(enc.prompt).endswith("capital?<|im_end|>\n<|im_start|>assistant\n")
+    assert llama_tok.decode(enc.prompt).startswith("<|im_start|>system")
+    assert 0 < len(enc.response) < len(llama_tok("The capital is Lumen City. " * 10)["input_ids"])
+    assert fit_lengths(10, 5, 64) == (10, 5)
+    assert sum(fit_lengths(300, 200, 64)) == 64
+
+
+def test_pack_fills_rows_without_overflow() -> None:
+    lengths = [300, 120, 700, 90, 450, 60, 1000, 30, 512, 8]
+    rows = pack(lengths, 1024, seed=1)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 1024 for r in rows)
+    assert len(rows) == 4  # 3270 tokens need at least 4 rows of 1024
+    assert rows == pack(lengths, 1024, seed=1)  # deterministic
+
+
+def test_packed_row_positions_and_labels(llama_tok) -> None:
+    exs = [example(f"Question {i}?", f"Answer {i}.") for i in range(3)]
+    enc, _ = encode_sft(exs, llama_tok, cutoff=512)
+    (row,) = packed_rows(enc, 512, seed=0)
+    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
+    assert len(starts) == 3
+    for s in starts:  # every sample starts with a prompt token: no label crosses samples
+        assert row["labels"][s] == IGNORE
+    batch = RowCollator(llama_tok.pad_token_id)([row, single_rows(enc)[0]])
+    assert batch["input_ids"].shape[1] % 8 == 0
+    assert int(batch["n_tokens"]) == len(row["input_ids"]) + len(enc[0])
+    tail = batch["labels"][1, len(enc[0]):]
+    assert (tail == IGNORE).all()  # padding is never trained
+
+
+def test_packed_samples_do_not_attend_to_each_other(tiny_llama_dir: Path, llama_tok) -> None:
+    """Logits of a sample packed after others equal its logits alone; naive concatenation differs."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    exs = [example("What is the capital?", "Lumen City."),
+           example("Who runs the reactor?", "Aster Labs runs the Northwind reactor."),
+           example("员工每年享有多少天年假？", "十五天。")]
+    enc, _ = encode_sft(exs, llama_tok, cutoff=512)
+    (row,) = packed_rows(enc, 512, seed=0)
+    batch = RowCollator(llama_tok.pad_token_id)([row])
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       use_cache=False).logits[0]
+        naive = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
+        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
+        for a, b in zip(starts, starts[1:], strict=False):
+            ids = torch.tensor([row["input_ids"][a:b]])
+            alone = model(input_ids=ids, use_cache=False).logits[0]
+            torch.testing.assert_close(packed[a:b], alone, atol=1e-5, rtol=1e-4)
+    later = starts[1]
+    assert not torch.allclose(naive[later:], packed[later:], atol=1e-3)
+
+
+def test_packed_loss_equals_token_weighted_mean(tiny_llama_dir: Path, llama_tok) -> None:
+    """The trainer's answer-only loss on a packed row equals the per-sample losses combined."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.trainer import SFTTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    exs = [example("What is the capital?", "Lumen City."),
+           example("Who runs it?", "Aster Labs runs the Northwind reactor under policy 7.")]
+    enc, _ = encode_sft(exs, llama_tok, cutoff=512)
+    collate = RowCollator(llama_tok.pad_token_id)
+    trainer = SFTTrainer.__new__(SFTTrainer)  # only compute_loss is used: no Trainer set-up
+    trainer._tokens_base, trainer._tokens_local = None, 0
+    trainer.model = model
+    with torch.no_grad():
+        packed = trainer.compute_loss(model, collate(packed_rows(enc, 512, seed=0)))
+        sums, counts = 0.0, 0
+        for e in enc:
+            ids = torch.tensor([e.input_ids])
+            logits = model(input_ids=ids).logits[0, :-1]
+            target = torch.tensor(e.labels[1:])
+            keep = target != IGNORE
+            sums += torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
+            counts += int(keep.sum())
+    torch.testing.assert_close(packed, sums / counts, atol=1e-5, rtol=1e-5)
