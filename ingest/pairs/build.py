@@ -127,11 +127,23 @@ def _generate(gen: PairGenerator, docs: dict[str, list[Chunk]], cache: PairCache
     return result
 
 
+def _eval_path(name: str) -> Path | None:
+    """The eval file, relative to the working directory or else to the source checkout."""
+    if not name:
+        return None
+    path = Path(name)
+    if path.is_file():
+        return path
+    checkout = Path(__file__).resolve().parents[2] / path
+    return checkout if not path.is_absolute() and checkout.is_file() else None
+
+
 def _select(docs: dict[str, list[Chunk]], generated: dict[int, list[QAPair]], cfg: PairsConfig,
             report: PairsReport) -> list[tuple[QAPair, Chunk]]:
     """Run every pair through the quality gate, document by document in a stable order."""
-    eval_qs = load_eval_questions(cfg.eval_file) if cfg.eval_file else []
-    if cfg.eval_file and not Path(cfg.eval_file).is_file():
+    eval_path = _eval_path(cfg.eval_file)
+    eval_qs = load_eval_questions(eval_path) if eval_path else []
+    if cfg.eval_file and eval_path is None:
         log.warning("eval file %s not found: the eval-leak check is skipped", cfg.eval_file)
     report.eval_questions = len(eval_qs)
     gate = QualityFilter(cfg, eval_qs)
