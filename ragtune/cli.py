@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -37,11 +38,8 @@ def _doc_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 
 
 def _flag_names(name: str, default: Any) -> list[str]:
-    """`--max_steps` (as in LLaMA-Factory/HF) plus `--max-steps`; bools default-on get `--no_x`."""
-    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    if default is True:
-        return [f"--{name}/--no_{name}"]
-    return names
+    """`--max_steps` (spelled as in LLaMA-Factory and HF); bools that default on get `--no_x`."""
+    return [f"--{name}/--no_{name}"] if default is True else [f"--{name}"]
 
 
 def _typer_signature(fn: Callable[..., Any]) -> inspect.Signature:
@@ -82,12 +80,15 @@ def _edge(fn: Callable[..., Any], *, signature: bool = True) -> Callable[..., An
 
 
 def _field_help(cls: type) -> dict[str, str]:
-    """Per-field help from the dataclass docstring's `Args:` section (Google style)."""
+    """Per-field help: the docstring's `Args:` section, else the field's trailing `# comment`."""
+    helps = {k: v for k, v in _doc_parts(cls)[1].items() if v}
     try:
-        from docstring_parser import parse
-    except ImportError:  # pragma: no cover - optional nicety
-        return {}
-    return {p.arg_name: (p.description or "") for p in parse(cls.__doc__ or "").params}
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # pragma: no cover - e.g. classes built at run time
+        return helps
+    for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE):
+        helps.setdefault(match.group(1), match.group(2).strip())
+    return helps
 
 
 def load_yaml_config(path: Path, cls: type) -> dict[str, Any]:
@@ -157,25 +158,53 @@ def build_app() -> typer.Typer:
     app.command("serve")(_edge(serve))
     app.command("ui")(_edge(ui))
     app.command("eval")(_edge(evaluate))
+    app.add_typer(_finetune_app(), name="finetune")
+    app.add_typer(_runs_app(), name="runs")
     return app
 
 
+def _finetune_app() -> typer.Typer:
+    """`finetune run|merge`."""
+    from finetune.commands import merge, run
+    from finetune.config import FinetuneConfig
+
+    sub = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False,
+                      help="Fine-tune with LoRA (SFT, DPO, KTO) and merge adapters.")
+    sub.command("run")(config_command(FinetuneConfig, run))
+    sub.command("merge")(_edge(merge))
+    return sub
+
+
+def _runs_app() -> typer.Typer:
+    """`runs [--json]` lists runs; `runs tail NAME` follows one."""
+    from finetune.commands import runs, tail
+
+    sub = typer.Typer(context_settings=CONTEXT, add_completion=False, invoke_without_command=True,
+                      pretty_exceptions_enable=False, help=_doc_parts(runs)[0])
+    listing = _edge(runs)
+
+    def callback(ctx: typer.Context, **kwargs: Any) -> None:
+        if ctx.invoked_subcommand is None:
+            listing(**kwargs)
+
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=typer.Context)]
+    callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        params + list(listing.__signature__.parameters.values()))
+    sub.callback()(callback)
+    sub.command("tail")(_edge(tail))
+    return sub
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`ragtune <command> ...`"""
+    """`ragtune <command> ...`; returns the exit code (usage errors: 2)."""
     app = build_app()
     try:
-        app(args=sys.argv[1:] if argv is None else argv, prog_name="ragtune", standalone_mode=False)
-    except typer.Exit as done:
-        return done.exit_code
-    except SystemExit as done:  # click usage errors
-        return int(done.code or 0)
-    except Exception as err:  # click.ClickException (usage errors) have their own formatting
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        raise
+        app(args=sys.argv[1:] if argv is None else argv, prog_name="ragtune")
+    except SystemExit as done:  # standalone mode always ends in SystemExit
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     return 0
 
 
