@@ -51,10 +51,12 @@ def pairs(workspace: Path | None = None,
         teacher_model: teacher model name, e.g. deepseek-chat.
         teacher_concurrency: parallel teacher requests.
         teacher_retries: retries per chunk (exponential backoff).
-        config: a pairs_config.yaml; its values replace the defaults of the flags above.
+        config: a pairs_config.yaml; its values replace the defaults of the flags above, and
+            flags given with a non-default value override the file.
         regenerate: ignore the per-document cache and generate every document again.
     """
     import dataclasses
+    import inspect
     import logging
     import os
 
@@ -66,7 +68,9 @@ def pairs(workspace: Path | None = None,
     values = {k: v for k, v in locals().items()
               if k in {f.name for f in dataclasses.fields(PairsConfig)}}
     if config is not None:
-        values = {**values, **PairsConfig.from_yaml(config).to_dict(redact=False)}
+        defaults = {name: p.default for name, p in inspect.signature(pairs).parameters.items()}
+        explicit = {k: v for k, v in values.items() if v != defaults.get(k)}
+        values = {**values, **PairsConfig.from_yaml(config).to_dict(redact=False), **explicit}
     if not values["teacher_api_key"]:
         values["teacher_api_key"] = (os.environ.get("RAGTUNE_TEACHER_API_KEY")
                                      or os.environ.get("OPENAI_API_KEY", ""))
