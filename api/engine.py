@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -110,6 +111,7 @@ class TransformersGenerator(Engine):
         think = set(tokenizer.convert_tokens_to_ids(["<think>", "</think>"])) - {None}
         self._drop_ids = set(tokenizer.all_special_ids) - think
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.finished: Counter[str] = Counter()  # rows by finish reason, for /health and tests
         self._worker = threading.Thread(target=self._loop, name="ragtune-generate", daemon=True)
         self._worker.start()
 
@@ -174,7 +176,14 @@ class TransformersGenerator(Engine):
         return self._wait(self.submit(request, cancel))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        jobs = [self.submit(r) for r in requests]  # queued together: batched together
+        jobs: list[Job] = []
+        try:
+            for request in requests:  # queued together: batched together
+                jobs.append(self.submit(request))
+        except BaseException:
+            for job in jobs:
+                job.cancels[-1].set()
+            raise
         return [self._wait(job) for job in jobs]
 
     def stream_events(self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -234,9 +243,11 @@ class TransformersGenerator(Engine):
 
     def _still_wanted(self, job: Job) -> bool:
         if job.cancelled():
+            self.finished["cancelled"] += 1
             job.finish(GenerationResult("", len(job.prompt_ids), 0, "cancelled"))
             return False
         if job.expired():
+            self.finished["timeout"] += 1
             job.finish(GenerationTimeout(self._timeout_message()))
             return False
         return True
@@ -258,6 +269,7 @@ class TransformersGenerator(Engine):
                                 generation_config=self._generation_config(jobs),
                                 stopping_criteria=StoppingCriteriaList([tracker]))
         for row in tracker.rows:
+            self.finished[row.finish or "length"] += 1
             if row.finish == "timeout":
                 row.job.finish(GenerationTimeout(self._timeout_message()))
                 continue

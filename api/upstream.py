@@ -10,6 +10,7 @@ Reasoning that the upstream returns apart (`reasoning_content`) is folded back i
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,10 @@ from ragtune.settings import Settings
 from ragtune.types import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
+
+# Models whose chat template opens `<think>` in the prompt, so that, without a reasoning
+# parser upstream, their text starts mid-reasoning and only closes with `</think>`.
+OPENS_THINKING = re.compile(r"deepseek-r1|r1-distill|qwq", re.IGNORECASE)
 
 
 def _reasoning_of(obj: Any) -> str:
@@ -102,6 +107,8 @@ class OpenAIUpstreamGenerator(Engine):
         reasoning = _reasoning_of(choice.message)
         if reasoning:
             text = f"<think>\n{reasoning}\n</think>\n\n{text}"
+        elif self._opens_thinking(params["model"]) and "<think>" not in text:
+            text = "<think>\n" + text
         usage = reply.usage
         return GenerationResult(text, usage.prompt_tokens if usage else 0,
                                 usage.completion_tokens if usage else 0,
@@ -115,9 +122,13 @@ class OpenAIUpstreamGenerator(Engine):
                 **params, stream=True, stream_options={"include_usage": True})
         except Exception as err:  # noqa: BLE001
             raise self._translate(err) from err
-        return self._relay(stream, cancel)
+        return self._relay(stream, cancel, self._opens_thinking(params["model"]))
 
-    def _relay(self, stream: Any, cancel: threading.Event | None
+    def _opens_thinking(self, upstream_model: str) -> bool:
+        names = (upstream_model, self.base_model)
+        return any(OPENS_THINKING.search(name or "") for name in names)
+
+    def _relay(self, stream: Any, cancel: threading.Event | None, opens_thinking: bool
                ) -> Iterator[str | GenerationResult]:
         """Upstream chunks as text deltas, then the result with the upstream's usage."""
         parts: list[str] = []
@@ -133,6 +144,9 @@ class OpenAIUpstreamGenerator(Engine):
                 choice = chunk.choices[0]
                 finish = "length" if choice.finish_reason == "length" else finish
                 pieces, thinking = self._pieces(choice.delta, thinking)
+                if opens_thinking and not parts and pieces and not pieces[0].lstrip().startswith(
+                        "<think>"):
+                    pieces[0] = "<think>\n" + pieces[0]  # R1 text that starts mid-reasoning
                 for piece in pieces:
                     parts.append(piece)
                     yield piece

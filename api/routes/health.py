@@ -17,4 +17,6 @@ def health(services: ServicesDep) -> dict[str, Any]:
     engine = services.generator
     return {"status": "ok", "backend": services.backend, "models": engine.models(),
             "default_model": services.api.default_model, "index": services.index_loaded,
-            "queued": getattr(engine, "queued", 0), "auth": services.api.api_key is not None}
+            "queued": getattr(engine, "queued", 0),
+            "finished": dict(getattr(engine, "finished", {})),
+            "auth": services.api.api_key is not None}

@@ -85,3 +85,74 @@ def serving(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads
+    spinning against other processes make them ~30x slower; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_adapter(base_dir: Path, out_dir: Path, seed: int) -> Path:
+    """Save a peft LoRA adapter for `base_dir` whose B weights are large random values, so
+    that its outputs clearly differ from the base's and from other seeds'."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=4, lora_alpha=16, target_modules=LORA_TARGETS))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 2.0)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def adapter_workspace(tmp_path_factory, tiny_llama_dir: Path) -> Path:
+    """A workspace with two tuned runs (`alpha`, `beta`) and an unfinished one (no weights)."""
+    ws = tmp_path_factory.mktemp("adapter-ws")
+    make_adapter(tiny_llama_dir, ws / "runs" / "alpha" / "adapter", seed=1)
+    make_adapter(tiny_llama_dir, ws / "runs" / "beta" / "adapter", seed=2)
+    unfinished = ws / "runs" / "gamma" / "adapter"
+    unfinished.mkdir(parents=True)
+    (unfinished / "adapter_config.json").write_text(
+        (ws / "runs" / "alpha" / "adapter" / "adapter_config.json").read_text())
+    return ws
+
+
+def reference_output(base_dir: Path, adapter_dir: Path | None, messages: list[dict],
+                     max_new_tokens: int) -> str:
+    """What plain transformers (+ peft with only that adapter) generates for one request,
+    greedy, decoded as the engine decodes (up to EOS, special tokens dropped)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = model.eval().generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=max_new_tokens)
+    tokens = out[0, ids.shape[1]:].tolist()
+    if tokenizer.eos_token_id in tokens:
+        tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
+    kept = [t for t in tokens if t not in set(tokenizer.all_special_ids)]
+    return tokenizer.decode(kept, skip_special_tokens=False)

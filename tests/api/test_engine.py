@@ -1,0 +1,119 @@
+"""The transformers engine on tiny models: adapters from the workspace, batching that matches
+single runs, per-row limits, streaming, stop strings, cancel, timeout, a full queue, and the
+R1-style `<think>` generation prompt."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from api.config import EngineConfig
+from api.engine import PromptTooLong, TransformersGenerator
+from api.generation import GenerationTimeout
+from ragtune.errors import BusyError, ModelNotFoundError
+from ragtune.types import GenerationRequest
+from tests.api.conftest import reference_output, settings_for
+
+PROMPTS = ["What is the capital?", "Tell me about the reactor and its safety policy, please.",
+           "hi"]
+
+
+def req(prompt: str, model: str = "base", n: int = 6, **kw) -> GenerationRequest:
+    return GenerationRequest([{"role": "user", "content": prompt}], model, n, **kw)
+
+
+@pytest.fixture(scope="module")
+def engine(adapter_workspace, tiny_llama_dir):
+    settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
+    gen = TransformersGenerator.from_settings(settings, EngineConfig(max_batch_size=8))
+    yield gen
+    gen.close()
+
+
+def test_adapters_come_from_the_workspace_runs(engine) -> None:
+    assert engine.models() == ["base", "alpha", "beta"]  # gamma has no weights: skipped
+    with pytest.raises(ModelNotFoundError, match="available: base, alpha, beta"):
+        engine.complete(req("hi", model="gamma"))
+
+
+def test_each_model_matches_plain_transformers_and_peft(engine, adapter_workspace,
+                                                         tiny_llama_dir) -> None:
+    outputs = {}
+    for model in engine.models():
+        adapter = None if model == "base" else adapter_workspace / "runs" / model / "adapter"
+        expected = reference_output(tiny_llama_dir, adapter, req(PROMPTS[0]).messages, 6)
+        outputs[model] = engine.complete(req(PROMPTS[0], model)).text
+        assert outputs[model] == expected, model
+    assert len(set(outputs.values())) == 3  # the adapters really change the output
+
+
+def test_a_batch_gives_what_single_runs_give(engine) -> None:
+    requests = [req(p, m, n=3 + i) for i, (p, m) in enumerate(
+        (p, m) for m in engine.models() for p in PROMPTS)]
+    alone = [engine.complete(r) for r in requests]
+    batched = engine.generate(requests)  # queued together: batched per adapter, left-padded
+    assert [b.text for b in batched] == [a.text for a in alone]
+    for r, b in zip(requests, batched, strict=True):
+        assert b.completion_tokens <= r.max_new_tokens
+        assert b.prompt_tokens == alone[0].prompt_tokens or b.prompt_tokens > 0
+
+
+def test_stream_deltas_add_up_to_the_result(engine) -> None:
+    items = list(engine.stream_events(req(PROMPTS[1], "alpha", n=8)))
+    *deltas, result = items
+    assert all(isinstance(d, str) for d in deltas) and deltas
+    assert "".join(deltas) == result.text == engine.complete(req(PROMPTS[1], "alpha", n=8)).text
+    assert list(engine.stream(req(PROMPTS[1], "alpha", n=8))) == deltas
+
+
+def test_stop_strings_cut_the_text(engine) -> None:
+    full = engine.complete(req(PROMPTS[0], "alpha", n=8)).text
+    stop = next(full[i:i + 2] for i in range(2, len(full) - 1)
+                if "\ufffd" not in full[i:i + 2] and full.index(full[i:i + 2]) >= 2)
+    cut = full[: full.index(stop)]
+    result = engine.complete(req(PROMPTS[0], "alpha", n=8, stop=[stop]))
+    assert result.text == cut and cut and result.finish_reason == "stop"
+    streamed = list(engine.stream_events(req(PROMPTS[0], "alpha", n=8, stop=[stop])))
+    assert "".join(streamed[:-1]) == cut
+
+
+def test_cancel_stops_a_generation(engine) -> None:
+    cancel = threading.Event()
+    events = engine.stream_events(req(PROMPTS[0], "alpha", n=400), cancel)
+    first = next(events)
+    assert isinstance(first, str)
+    cancel.set()
+    result = list(events)[-1]
+    assert result.finish_reason == "cancelled" and result.completion_tokens < 400
+    cancel_before = threading.Event()
+    cancel_before.set()
+    assert engine.complete(req("hi", n=5), cancel_before).finish_reason == "cancelled"
+
+
+def test_full_queue_is_busy_and_timeouts_raise(tiny_llama_dir) -> None:
+    gen = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(
+        max_batch_size=1, max_queue=2, request_timeout_s=0.2))
+    try:
+        with pytest.raises(BusyError) as busy:
+            gen.generate([req(p, n=200) for p in PROMPTS * 3])
+        assert busy.value.retry_after >= 1 and "queue is full" in str(busy.value)
+        time.sleep(0.3)
+        with pytest.raises(GenerationTimeout, match="request_timeout_s"):
+            gen.complete(req("hi", n=450))
+        with pytest.raises(PromptTooLong, match="context of 512 tokens"):
+            gen.complete(req("hi " * 400, n=200))
+    finally:
+        gen.close()
+
+
+def test_r1_generation_prompt_is_part_of_the_output(tiny_qwen2_dir) -> None:
+    gen = TransformersGenerator.load(str(tiny_qwen2_dir))
+    try:
+        result = gen.complete(req("hi", n=4))
+        streamed = list(gen.stream_events(req("hi", n=4)))
+    finally:
+        gen.close()
+    assert result.text.startswith("<think>\n")
+    assert "".join(streamed[:-1]) == result.text == streamed[-1].text
