@@ -79,16 +79,20 @@ def build(settings: Settings, client: ApiClient | None = None,
         gr.Markdown(f"## {settings.assistant_name}: ask your documents, compare base and tuned, "
                     "train")
         status = gr.Markdown(elem_id="rt-api-status")
-        with gr.Tab("Chat", id="chat"):
+        tabs = {}
+        with gr.Tab("Chat", id="chat") as tabs["chat"]:
             chat = build_chat_tab(client, **limits)
-        with gr.Tab("Compare", id="compare"):
+        with gr.Tab("Compare", id="compare") as tabs["compare"]:
             compare = build_compare_tab(client, **limits)
-        with gr.Tab("Documents", id="documents"):
+        with gr.Tab("Documents", id="documents") as tabs["documents"]:
             documents = build_documents_tab(client)
-        with gr.Tab("Fine-tune", id="finetune"):
+        with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
             finetune = build_finetune_tab(paths.root, root)
-        with gr.Tab("Eval", id="eval"):
+        with gr.Tab("Eval", id="eval") as tabs["eval"]:
             evals = build_eval_tab(paths.evals_dir)
+        for name, tab in tabs.items():  # the board's live refresh ticks only while it shows
+            tab.select(lambda on=(name == "finetune"): gr.Timer(active=on), None,
+                       finetune.timer, api_name=False, show_progress="hidden")
         ui = RagtuneUI(demo, client, chat, compare, documents, finetune, evals, status)
         _wire_refresh(ui, paths.evals_dir)
     return ui

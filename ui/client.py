@@ -68,8 +68,9 @@ class ApiClient:
     # ------------------------------------------------------------------ plumbing
     def _unreachable(self, err: httpx.HTTPError) -> ApiError:
         if isinstance(err, httpx.TimeoutException):
-            return ApiError(f"the API at {self.base_url} did not answer in time ({type(err).__name__});"
-                            " the model may be busy, try again or lower max_new_tokens")
+            return ApiError(f"the API at {self.base_url} did not answer in time "
+                            f"({type(err).__name__}); the model may be busy, try again or "
+                            "lower max_new_tokens")
         return ApiError(f"cannot reach the API at {self.base_url} ({err.__class__.__name__}: "
                         f"{err}); start it with `ragtune serve` or `ragtune ui --with_api`, or "
                         "set RAGTUNE_API_URL")

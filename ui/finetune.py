@@ -41,9 +41,8 @@ def _config_path(choice: str | None) -> Path | None:
 
 
 def _empty_loss() -> Any:
-    import pandas as pd
-
-    return pd.DataFrame({"step": [], "loss": [], "series": []})
+    """No data yet: an empty plot (an empty DataFrame draws a broken legend)."""
+    return None
 
 
 class Board:
@@ -52,6 +51,10 @@ class Board:
     def __init__(self, workspace: Path, root: Path) -> None:
         self.workspace, self.root = Path(workspace), Path(root)
         self.manager = RunManager(self.workspace, cwd=self.root)
+
+    def _under_root(self, value: str | Path | None, default: Path) -> Path:
+        path = Path(value) if value else default
+        return path if path.is_absolute() else self.root / path
 
     def _file(self, choice: str | None) -> Path | None:
         """The config file to read (a relative choice is under the root)."""
@@ -65,6 +68,8 @@ class Board:
         except RagtuneError as err:
             values, problem = knobs_from(None), f"⚠️ {err}"
         values["dataset_dir"] = values.get("dataset_dir") or str(self.workspace / "datasets")
+        values["dataset"] = [d.strip() for d in str(values.get("dataset") or "").split(",")
+                             if d.strip()]
         return values, problem
 
     def load_config(self, choice: str | None) -> list[Any]:
@@ -82,11 +87,14 @@ class Board:
             validate(self._file(choice), knobs)
         except RagtuneError as err:
             return "", f"⚠️ {err}"
-        return command_line(argv), ""
+        return command_line(argv, wrap=True), ""
+
+    def dataset_choices(self, dataset_dir: str | None) -> list[str]:
+        """Datasets registered in the folder (relative folders are under the root)."""
+        return dataset_names(self._under_root(dataset_dir, self.workspace / "datasets"))
 
     def datasets(self, dataset_dir: str | None) -> Any:
-        names = dataset_names(Path(dataset_dir or self.workspace / "datasets"))
-        return gr.update(choices=names)
+        return gr.update(choices=self.dataset_choices(dataset_dir))
 
     def start(self, choice: str | None, *values: Any) -> tuple[str, Any]:
         """Validate, then start the run; the selected run becomes the new one."""
@@ -161,9 +169,10 @@ def build_finetune_tab(workspace: Path, root: Path) -> FinetuneTab:
     with gr.Row():
         knobs["dataset_dir"] = gr.Textbox(first["dataset_dir"], label="Dataset folder "
                                           "(with dataset_info.json)")
-        knobs["dataset"] = gr.Dropdown(dataset_names(Path(first["dataset_dir"])),
-                                       value=first["dataset"], label="Dataset",
-                                       allow_custom_value=True, elem_id="rt-ft-dataset")
+        knobs["dataset"] = gr.Dropdown(board.dataset_choices(first["dataset_dir"]),
+                                       value=first["dataset"], label="Datasets",
+                                       multiselect=True, allow_custom_value=True,
+                                       elem_id="rt-ft-dataset")
     with gr.Row():
         knobs["learning_rate"] = gr.Number(first["learning_rate"], label="learning_rate")
         knobs["num_train_epochs"] = gr.Number(first["num_train_epochs"], label="epochs")
@@ -189,11 +198,11 @@ def build_finetune_tab(workspace: Path, root: Path) -> FinetuneTab:
                           elem_id="rt-ft-run")
         refresh = gr.Button("↻ Refresh")
     with gr.Row():
-        loss = gr.LinePlot(_empty_loss(), x="step", y="loss", color="series",
+        loss = gr.LinePlot(None, x="step", y="loss", color="series",
                            title="Loss", height=300)
         log = gr.Code("", label="Log (tail)", language=None, interactive=False, max_lines=24)
     runs = gr.Dataframe(headers=RUN_COLUMNS, label="Runs", interactive=False)
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0, active=False)  # switched on while the tab is shown (ui.app)
     tab = FinetuneTab(config, knobs, command, start, stop, status, runs, run, loss, log, timer)
     _wire(board, tab, refresh)
     return tab

@@ -108,9 +108,11 @@ class Turn:
                         "metadata": {"title": REASONING_TITLE, "status": status}})
         text = self.answer.strip() or ("" if self.done else PENDING)
         if self.error:
-            text = (text + "\n\n" if text and text != PENDING else "") + f"⚠️ **Error:** {self.error}"
+            prefix = text + "\n\n" if text and text != PENDING else ""
+            text = prefix + f"⚠️ **Error:** {self.error}"
         elif self.done:
-            text = (text or "_(empty answer)_") + f"\n\n<sub>{escape(timings_text(self.result))}</sub>"
+            footer = f"\n\n<sub>{escape(timings_text(self.result))}</sub>"
+            text = (text or "_(empty answer)_") + footer
         out.append({"role": "assistant", "content": text})
         if self.sources:
             out.append({"role": "assistant", "content": sources_html(self.sources)})

@@ -47,6 +47,8 @@ def clean_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KNOBS:
         value = knobs.get(key)
+        if isinstance(value, list | tuple):  # a multi-select (datasets): comma-separated
+            value = ",".join(str(v).strip() for v in value if str(v).strip())
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
         try:
@@ -90,9 +92,19 @@ def finetune_argv(config_file: Path | None, knobs: dict[str, Any], workspace: Pa
     return argv + ["--workspace", str(workspace)]
 
 
-def command_line(argv: list[str]) -> str:
-    """The argv as a shell would show it (for display and copy-paste only; never executed)."""
-    return shlex.join(argv)
+def command_line(argv: list[str], wrap: bool = False) -> str:
+    """The argv as a shell would show it (for display and copy-paste only; never executed);
+    `wrap` puts each `--flag value` on its own continued line."""
+    if not wrap:
+        return shlex.join(argv)
+    lines, current = [], []
+    for arg in argv:
+        if arg.startswith("--") and current:
+            lines.append(shlex.join(current))
+            current = []
+        current.append(arg)
+    lines.append(shlex.join(current))
+    return " \\\n    ".join(lines)
 
 
 @dataclass
@@ -161,20 +173,21 @@ class RunManager:
         proc = entry[0]
         if proc.poll() is not None:
             return f"run {name!r} had already ended (exit code {proc.returncode})"
-        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 5.0),
-                            (signal.SIGKILL, 5.0)):
+        how = "already gone"
+        for sig, wait_s, verb in ((signal.SIGINT, grace_s, "interrupted"),
+                                  (signal.SIGTERM, 5.0, "terminated"),
+                                  (signal.SIGKILL, 5.0, "killed")):
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 break
+            how = verb
             try:
                 proc.wait(timeout=wait_s)
                 break
             except subprocess.TimeoutExpired:
                 continue
-        how = {-signal.SIGINT: "interrupted", -signal.SIGTERM: "terminated",
-               -signal.SIGKILL: "killed"}.get(proc.returncode, f"exit code {proc.returncode}")
-        return f"stopped run {name!r} ({how})"
+        return f"stopped run {name!r} ({how}; exit code {proc.wait()})"
 
 
 # ---------------------------------------------------------------------------- reading runs
