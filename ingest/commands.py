@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from ragtune.errors import ConfigError
 
@@ -23,7 +24,9 @@ def load_checked_settings(**overrides):
 
 def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | None = None,
            chunk_overlap: int | None = None, embedder: str | None = None,
-           keep_missing: bool = False, batch_size: int = 64) -> int:
+           keep_missing: bool = False, batch_size: int = 64,
+           pairs: Literal["offline", "teacher", "self", "none"] = "offline",
+           pairs_config: Path | None = None) -> int:
     """Ingest documents into the workspace's hybrid (FAISS + BM25) search index.
 
     Folders recurse; supported files: .txt .md .html .htm .pdf .docx .json .jsonl .csv (text
@@ -32,8 +35,10 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
     its chunks (use --keep_missing to keep them). A file with the same bytes as an indexed one
     is recorded as a duplicate and not indexed twice. A bad file is reported on one line with
     the reason and skipped; if it was indexed before, its previous chunks stay searchable.
-    Exit code: 0 when every file was ingested, 1 when some failed, 2 for a bad flag, 3 when the
-    index was built with another embedder.
+    Then the indexed documents are turned into SFT pairs in <workspace>/datasets/ (as
+    `ragtune pairs` does; only changed documents get new pairs). Exit code: 0 when every file
+    was ingested, 1 when some failed, 2 for a bad flag, 3 when the index was built with
+    another embedder.
 
     Args:
         paths: Files and folders to ingest.
@@ -44,6 +49,10 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
             local sentence-transformers directory. An existing index keeps its embedder.
         keep_missing: Keep the chunks of files that disappeared from the ingested folders.
         batch_size: Chunks per embedding batch.
+        pairs: SFT pair generator run after indexing: offline (default, no model), teacher (an
+            OpenAI-compatible endpoint, set in --pairs_config), self (the local generator), or
+            none to skip.
+        pairs_config: a pairs_config.yaml (see `ragtune pairs --help`) for the pair step.
     """
     import sys
 
@@ -57,5 +66,25 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
     for failure in report.failed:
         print(f"FAILED {failure.path}: {failure.reason}")
     print(report.summary())
+    if pairs != "none":
+        _write_pairs(settings, pairs, pairs_config)
     print(f"index: {settings.paths.index_dir}  log: {log_file}", file=sys.stderr)
     return report.exit_code
+
+
+def _write_pairs(settings, generator: str, config: Path | None) -> None:
+    """Chain the SFT-pair step after indexing (cached per document: only changes cost time)."""
+    import dataclasses
+
+    from ingest.pairs.build import build_pairs
+    from ingest.pairs.config import PairsConfig
+    from retrieval.index import open_index
+
+    cfg = PairsConfig.from_yaml(config) if config else PairsConfig()
+    cfg = dataclasses.replace(cfg, generator=generator)
+    with open_index(settings, create=False) as index:
+        if not index.stats().get("chunks"):
+            print("pairs: the index holds no chunks yet; nothing to generate")
+            return
+        report = build_pairs(settings, index, cfg)
+    print(report.line())
