@@ -16,6 +16,8 @@ import httpx
 from ragtune.errors import RagtuneError
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=60.0, pool=10.0)
+# Ingesting a folder embeds every chunk before the API answers: minutes on a CPU.
+INGEST_TIMEOUT = httpx.Timeout(connect=5.0, read=3600.0, write=600.0, pool=10.0)
 
 
 class ApiError(RagtuneError):
@@ -147,14 +149,14 @@ class ApiClient:
                 handle = open(path, "rb")  # noqa: SIM115 - closed below
                 handles.append(handle)
                 parts.append(("files", (Path(path).name, handle, "application/octet-stream")))
-            return self.request("POST", "/documents", files=parts)
+            return self.request("POST", "/documents", files=parts, timeout=INGEST_TIMEOUT)
         finally:
             for handle in handles:
                 handle.close()
 
     def ingest_path(self, path: str, keep_missing: bool = False) -> dict[str, Any]:
         """`POST /documents/ingest`: ingest a file or folder that is on the API's machine."""
-        return self.request("POST", "/documents/ingest",
+        return self.request("POST", "/documents/ingest", timeout=INGEST_TIMEOUT,
                             json={"path": path, "keep_missing": keep_missing})
 
     def remove_document(self, doc_id: str) -> dict[str, Any]:
