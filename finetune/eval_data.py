@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 
-from finetune.datasets import DatasetSpec, examples_from_rows, read_dataset_info, read_rows
+from finetune.datasets import (DatasetSpec, detect_spec, examples_from_rows, read_dataset_info,
+                               read_rows)
 from finetune.metrics import tokens
 from ragtune.errors import DatasetError, InputError, RagtuneError
 from ragtune.prompts import is_chinese
@@ -144,20 +145,65 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
-def training_questions(datasets_dir: Path) -> Iterator[TrainingQuestion]:
-    """Every user turn of every dataset registered in `<datasets_dir>/dataset_info.json`."""
+@dataclass(frozen=True)
+class DatasetRef:
+    """A training dataset file and how to read it."""
+
+    name: str
+    path: Path
+    spec: DatasetSpec
+
+
+def registered_datasets(datasets_dir: Path) -> list[DatasetRef]:
+    """The datasets registered in `<datasets_dir>/dataset_info.json` (none when it is absent)."""
     if not (datasets_dir / "dataset_info.json").is_file():
-        return
+        return []
+    refs = []
     for name, spec in read_dataset_info(datasets_dir).items():
         path = Path(spec.file_name)
-        path = path if path.is_absolute() else datasets_dir / path
-        if not path.exists():
-            log.warning("dataset %s: %s is missing; skipped in the leak check", name, path)
+        refs.append(DatasetRef(name, path if path.is_absolute() else datasets_dir / path, spec))
+    return refs
+
+
+def run_datasets(run_dir: Path, default_dir: Path) -> list[DatasetRef]:
+    """The datasets a run trained on, as its `run_config.yaml` names them."""
+    import yaml
+
+    config_path = run_dir / "run_config.yaml"
+    if not config_path.is_file():
+        return []
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    ddir = Path(config.get("dataset_dir") or default_dir)
+    registered = {r.name: r for r in registered_datasets(ddir)}
+    refs = []
+    for name in str(config.get("dataset") or "").split(","):
+        name = name.strip()
+        if name in registered:
+            refs.append(registered[name])
+        elif name.endswith((".json", ".jsonl")) or "/" in name:
+            path = Path(name) if Path(name).exists() else ddir / name
+            if path.is_file():
+                refs.append(DatasetRef(name, path, detect_spec(path, read_rows(path))))
+        elif name:
+            log.warning("run %s: dataset %r not found in %s; not leak-checked", run_dir.name,
+                        name, ddir)
+    return refs
+
+
+def training_questions(refs: list[DatasetRef]) -> Iterator[TrainingQuestion]:
+    """Every user turn of every dataset file (each file read once)."""
+    seen: set[Path] = set()
+    for ref in refs:
+        if ref.path.resolve() in seen:
             continue
-        for row, data in read_rows(path):
-            for turn in _user_turns(spec, path, row, data):
+        seen.add(ref.path.resolve())
+        if not ref.path.exists():
+            log.warning("dataset %s: %s is missing; skipped in the leak check", ref.name, ref.path)
+            continue
+        for row, data in read_rows(ref.path):
+            for turn in _user_turns(ref.spec, ref.path, row, data):
                 for cand in _candidates(turn):
-                    yield TrainingQuestion(name, path, row, cand)
+                    yield TrainingQuestion(ref.name, ref.path, row, cand)
 
 
 def _similar(a: list[str], b: list[str]) -> float:
@@ -167,12 +213,12 @@ def _similar(a: list[str], b: list[str]) -> float:
     return SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
-def find_leaks(items: list[QAItem], datasets_dir: Path) -> list[Collision]:
+def find_leaks(items: list[QAItem], refs: list[DatasetRef]) -> list[Collision]:
     """Eval questions equal (after normalisation) or nearly equal to a training user turn."""
     wanted = [(item, tokens(item.question)) for item in items]
     exact = {tuple(toks): item for item, toks in wanted if toks}
     collisions: dict[int, Collision] = {}
-    for tq in training_questions(datasets_dir):
+    for tq in training_questions(refs):
         toks = tokens(tq.text)
         hit = exact.get(tuple(toks))
         if hit is not None and hit.line not in collisions:
@@ -187,8 +233,8 @@ def find_leaks(items: list[QAItem], datasets_dir: Path) -> list[Collision]:
     return [collisions[line] for line in sorted(collisions)]
 
 
-def check_no_leak(items: list[QAItem], qa_path: Path, datasets_dir: Path) -> None:
+def check_no_leak(items: list[QAItem], qa_path: Path, refs: list[DatasetRef]) -> None:
     """Refuse (EvalLeakError naming the colliding rows) when eval questions were trained on."""
-    collisions = find_leaks(items, datasets_dir)
+    collisions = find_leaks(items, refs)
     if collisions:
         raise EvalLeakError(qa_path, collisions)

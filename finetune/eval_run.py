@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from finetune.eval_backends import Answerer, AssistantAnswerer, HttpAnswerer
-from finetune.eval_data import check_no_leak, load_qa
+from finetune.eval_data import DatasetRef, check_no_leak, load_qa, registered_datasets, run_datasets
 from finetune.eval_rerank import NOT_AVAILABLE, find_reranker
 from finetune.eval_report import new_eval_dir, write_outputs
-from finetune.evaluate import EvalConfig, EvalResult, latest_run, run_eval
+from finetune.evaluate import LATEST, EvalConfig, EvalResult, latest_run, run_eval
 from ragtune.settings import Settings, load_settings
 from ragtune.types import Retriever
 
 log = logging.getLogger(__name__)
+
+EVAL_TIMEOUT_S = 7 * 24 * 3600.0
 
 
 def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retriever | None]:
@@ -40,11 +42,28 @@ def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retrie
     from api.assistant import Assistant
     from api.config import AssistantConfig, EngineConfig
 
+    # A batch job: the queue holds a whole call and no request times out (the service's
+    # per-request timeout would fire for the questions queued behind a slow batch on a CPU).
     engine = EngineConfig.from_settings(settings, max_queue=max(settings.max_queue,
-                                                                cfg.batch_size))
+                                                                cfg.batch_size),
+                                        request_timeout_s=EVAL_TIMEOUT_S)
     assistant = Assistant(load_generator(settings, engine), retriever,
                           AssistantConfig.from_settings(settings, top_k=cfg.k))
     return AssistantAnswerer(assistant), retriever
+
+
+def training_datasets(cfg: EvalConfig, settings: Settings) -> list[DatasetRef]:
+    """The workspace's registered datasets plus those the evaluated runs trained on."""
+    paths = settings.paths
+    refs = registered_datasets(paths.datasets_dir)
+    runs = {p.parent.parent.name: p.stat().st_mtime
+            for p in paths.runs_dir.glob("*/adapter/adapter_config.json")}
+    for name in cfg.model_list:
+        if name == LATEST and runs:
+            name = max(runs, key=runs.__getitem__)
+        if name in runs:
+            refs += run_datasets(paths.runs_dir / name, paths.datasets_dir)
+    return refs
 
 
 def _sha256(path: Path) -> str:
@@ -78,7 +97,7 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
     settings = load_settings(workspace=cfg.workspace)
     log_path = setup_logging(settings.paths.logs_dir, "eval")
     items = load_qa(cfg.qa, cfg.limit)
-    check_no_leak(items, cfg.qa, settings.paths.datasets_dir)
+    check_no_leak(items, cfg.qa, training_datasets(cfg, settings))
     own = answerer is None
     if own:
         answerer, retriever = open_backends(cfg, settings)

@@ -121,6 +121,26 @@ def test_leak_refused_with_the_colliding_rows_named(workspace, qa_file):
     assert not (workspace / "evals").exists()
 
 
+def test_leak_in_the_datasets_a_tuned_run_trained_on(workspace, qa_file, tmp_path):
+    extra = tmp_path / "elsewhere" / "chat.jsonl"
+    extra.parent.mkdir()
+    rows = [{"messages": [{"role": "user", "content": "Where is the canteen?"},
+                          {"role": "assistant", "content": "Ground floor."}]},
+            {"messages": [{"role": "user", "content": "员工每年有多少天带薪年假"},
+                          {"role": "assistant", "content": "十五天"}]}]
+    extra.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    add_run(workspace, "run1")
+    (workspace / "runs" / "run1" / "run_config.yaml").write_text(
+        f"name: run1\ndataset: {extra}\ndataset_dir: null\n")
+    cfg = EvalConfig(qa=qa_file, models="base,latest")
+    with pytest.raises(EvalLeakError, match=rf"line 3 .* == {extra} row 2 .*exact"):
+        run(cfg, answerer=answerer(EchoGenerator(adapters=["run1"])), show_progress=False)
+    # Evaluating the base model alone does not involve that run's data.
+    result, _ = run(EvalConfig(qa=qa_file, models="base"),
+                    answerer=answerer(EchoGenerator(adapters=["run1"])), show_progress=False)
+    assert [c["config"] for c in result.configurations] == ["base"]
+
+
 def test_without_index_only_plain_rows_and_a_note(workspace, qa_file):
     cfg = EvalConfig(qa=qa_file, models="base,latest", rerank=False)
     result = run_eval(load_qa(qa_file), answerer(EchoGenerator()), None, cfg,
