@@ -187,7 +187,7 @@ class IngestRun:
         crashpoint("pipeline.after_removals")
         self._embed_and_commit(planned)
         crashpoint("pipeline.before_persist")
-        self.index.persist()
+        self.index.persist(only_if_changed=True)
         self.report.chunks_total = self.index.store.count_chunks()
         self.report.seconds = time.perf_counter() - started
         return self.report
@@ -211,6 +211,10 @@ class IngestRun:
                 item = self._plan_file(path, removing)
             except InputError as err:
                 self._fail(path, err.reason)
+                continue
+            except Exception as err:  # a loader bug must not stop the other files
+                log.exception("unexpected error while loading %s", path)
+                self._fail(path, f"unexpected error ({type(err).__name__}: {err}); see the log")
                 continue
             if item is not None:
                 planned.append(item)

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -56,6 +57,34 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:12]
 
 
+def model_languages(location: str) -> frozenset[str] | None:
+    """Languages declared in a model card's front matter (`language:`), None when unknown."""
+    import yaml
+
+    path = Path(location) / "README.md"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(location, "README.md")
+        except Exception:  # noqa: BLE001 - not a hub id, no cache: language unknown
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not text.startswith("---"):
+            return None
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, IndexError):
+        return None
+    langs = meta.get("language") if isinstance(meta, dict) else None
+    if isinstance(langs, str):
+        langs = [langs]
+    return frozenset(str(x).lower() for x in langs) if langs else None
+
+
 def split_name(name: str) -> tuple[str, str | None]:
     """Split an embedder name into (spec, fingerprint or None)."""
     spec, sep, fp = name.rpartition(FINGERPRINT_SEP)
@@ -93,6 +122,8 @@ class SentenceTransformerEmbedder:
             raise ModelNotFoundError(f"embedder {spec!r} does not report an embedding dimension")
         self._dim = int(dim)
         self._name = f"{spec}{FINGERPRINT_SEP}{model_fingerprint(self.model)}"
+        # e.g. {"en"} for all-MiniLM-L6-v2: hybrid search then ranks Chinese queries by BM25 only
+        self.languages = model_languages(location)
         self.calls = 0  # number of embed() calls that encoded at least one text (for tests)
 
     @property

@@ -51,8 +51,17 @@ class DenseIndex:
         """Top-k (chunk id, cosine similarity), best first."""
         if len(self) == 0 or k <= 0:
             return []
+        import faiss
+
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        scores, ids = self._index.search(query, min(k, len(self)))
+        # One query: OpenMP's thread start-up and spin-waiting cost more than the scan itself
+        # (10x slower on a busy 2-core machine), so scan on the calling thread only.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self._index.search(query, min(k, len(self)))
+        finally:
+            faiss.omp_set_num_threads(threads)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def save(self, path: Path) -> None:

@@ -52,7 +52,7 @@ def ingest_in_subprocess(cwd: Path, workspace: Path, crash_at: str | None) -> in
         env[ENV] = crash_at
     code = ("import sys; from pathlib import Path; from ingest.commands import ingest; "
             "sys.exit(ingest([Path('docs')], embedder='fake:hash-64', chunk_size=200, "
-            "chunk_overlap=20))")
+            "chunk_overlap=20, pairs='none'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     return proc.returncode

@@ -151,21 +151,22 @@ def test_repeated_paragraphs_within_a_file_are_stored_once(corpus, settings, emb
 
 def test_bad_files_are_reported_and_indexed_documents_survive(corpus, workspace, capsys):
     assert ingest([corpus], workspace=workspace, embedder="fake:hash-64", chunk_size=200,
-                  chunk_overlap=20) == 0
+                  chunk_overlap=20, pairs="none") == 0
     capsys.readouterr()
     (corpus / "empty.txt").write_bytes(b"")
     (corpus / "binary.txt").write_bytes(bytes(range(256)) * 8)
     (corpus / "corrupt.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf")
     (corpus / "broken.docx").write_bytes(b"PK\x03\x04 not a zip")
     (corpus / "products/tw40.txt").write_bytes(b"\x00\x01\x02\xff" * 100)  # was good before
-    code = ingest([corpus], workspace=workspace, chunk_size=200, chunk_overlap=20)
+    code = ingest([corpus], workspace=workspace, chunk_size=200, chunk_overlap=20, pairs="none")
     out = capsys.readouterr().out
     assert code == 1
     failed_lines = [line for line in out.splitlines() if line.startswith("FAILED ")]
     assert sorted(line.split(":")[0] for line in failed_lines) == sorted(
         f"FAILED docs/{name}" for name in
         ("broken.docx", "binary.txt", "corrupt.pdf", "empty.txt", "products/tw40.txt"))
-    assert "5 failed" in out.splitlines()[-1]
+    summary = [line for line in out.splitlines() if line.startswith("ingest:")]
+    assert len(summary) == 1 and "5 failed" in summary[0]
     settings = load_settings(workspace=workspace)
     with open_index(settings) as index:
         docs = {d.source: d for d in index.documents()}
@@ -178,7 +179,8 @@ def test_bad_files_are_reported_and_indexed_documents_survive(corpus, workspace,
     (corpus / "products/tw40.txt").write_text(DOCS["products/tw40.txt"], encoding="utf-8")
     for name in ("empty.txt", "binary.txt", "corrupt.pdf", "broken.docx"):
         (corpus / name).unlink()
-    assert ingest([corpus], workspace=workspace, chunk_size=200, chunk_overlap=20) == 0
+    assert ingest([corpus], workspace=workspace, chunk_size=200, chunk_overlap=20,
+                  pairs="none") == 0
 
 
 def test_changing_chunk_settings_resplits_every_document(corpus, settings, emb, workspace):
@@ -192,9 +194,9 @@ def test_changing_chunk_settings_resplits_every_document(corpus, settings, emb, 
 
 
 def test_other_embedder_is_a_clear_error(corpus, workspace):
-    assert ingest([corpus], workspace=workspace, embedder="fake:hash-64") == 0
+    assert ingest([corpus], workspace=workspace, embedder="fake:hash-64", pairs="none") == 0
     with pytest.raises(IndexMismatchError) as err:
-        ingest([corpus], workspace=workspace, embedder="fake:hash-32")
+        ingest([corpus], workspace=workspace, embedder="fake:hash-32", pairs="none")
     message = str(err.value)
     assert "fake:hash-64" in message and "fake:hash-32" in message
     assert "--embedder fake:hash-64" in message and "--workspace" in message
