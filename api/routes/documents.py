@@ -75,7 +75,14 @@ def safe_filename(filename: str | None) -> str:
 
 # ---------------------------------------------------------------------------- helpers
 def _settings(request: Request) -> Settings:
-    return getattr(request.app.state, "settings", None) or load_settings()
+    """The app's settings (`app.state.settings`); without them, the workspace of the loaded
+    index, else the environment's settings."""
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None:
+        return settings
+    services = getattr(request.app.state, "services", None)
+    index_dir = getattr(services.assistant.retriever, "index_dir", None) if services else None
+    return load_settings(workspace=Path(index_dir).parent) if index_dir else load_settings()
 
 
 def _lock(request: Request) -> threading.Lock:
@@ -87,8 +94,8 @@ def _lock(request: Request) -> threading.Lock:
 
 
 def _index(services: Services, settings: Settings, *, create: bool) -> Any:
-    """The server's HybridIndex; with `create`, open (or build) the workspace index when the
-    server started without one, and give it to the Assistant so retrieval uses it."""
+    """The server's HybridIndex. A server that started without one opens the workspace index
+    once it exists (with `create`, builds it) and gives it to the Assistant for retrieval."""
     from retrieval.index import HybridIndex, open_index
 
     retriever = services.assistant.retriever
@@ -97,9 +104,10 @@ def _index(services: Services, settings: Settings, *, create: bool) -> Any:
     if retriever is not None:
         raise NotAnIndex(f"this server retrieves with {type(retriever).__name__}, not a ragtune "
                          "index, so documents cannot be managed here")
-    if not create:
+    try:
+        index = open_index(settings, create=create)
+    except NotFoundError:
         return None
-    index = open_index(settings)
     services.assistant.retriever = index
     services.index_loaded = True
     return index
@@ -188,9 +196,13 @@ async def _save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path
 @router.get("")
 async def list_documents(request: Request, services: ServicesDep) -> dict[str, Any]:
     """List the indexed documents with their status, chunk count and error, and index stats."""
-    settings = _settings(request)
-    index = _index(services, settings, create=False)
-    return await run_in_threadpool(_listing, index, settings)
+    settings, lock = _settings(request), _lock(request)
+
+    def listing() -> dict[str, Any]:
+        with lock:
+            return _listing(_index(services, settings, create=False), settings)
+
+    return await run_in_threadpool(listing)
 
 
 @router.post("")

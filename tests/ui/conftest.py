@@ -101,7 +101,8 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = load_settings(workspace=workspace, embedder=EMBEDDER, top_k=2)
     ingest_documents([docs], settings, progress=False)
     generator = ReasoningEcho(adapters=["tuned-a"])
-    api = serve_in_thread(api_app(settings, generator, open_index(settings)))
+    index = open_index(settings)
+    api = serve_in_thread(api_app(settings, generator, index))
     demo, url = launch_ui(load_settings(workspace=workspace, embedder=EMBEDDER, top_k=2,
                                         api_url=api.url), root)
     try:
@@ -109,3 +110,4 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         demo.close()
         api.stop()
+        index.close()

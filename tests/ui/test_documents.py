@@ -163,3 +163,16 @@ def test_documents_tab_uploads_lists_and_removes(api: Api, tmp_path: Path) -> No
         assert status.startswith("⚠️") and "outside the folders" in status
     finally:
         demo.close()
+
+
+def test_an_index_built_elsewhere_is_picked_up(api: Api, tmp_path: Path) -> None:
+    """A server that started without an index uses the one `ragtune ingest` builds later."""
+    from ingest.pipeline import ingest_documents
+    from ragtune.settings import load_settings
+
+    assert api.client.documents()["index"] is False
+    settings = load_settings(workspace=api.workspace, embedder=EMBEDDER)
+    ingest_documents([write_docs(tmp_path / "docs")], settings, progress=False)
+    listing = api.client.documents()
+    assert listing["index"] is True and len(listing["documents"]) == 3
+    assert Path(_sources(api.client, "daily travel allowance per diem")[0]).name == "travel.md"

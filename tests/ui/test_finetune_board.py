@@ -79,8 +79,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_start_and_stop_a_process_group_with_a_log(tmp_path: Path) -> None:
+@pytest.fixture()
+def stop_leftovers():
+    """Register RunManagers; whatever they still run after the test is stopped."""
+    managers: list[RunManager] = []
+    yield managers.append
+    for manager in managers:
+        for name in manager.running():
+            manager.stop(name, grace_s=2)
+
+
+def test_start_and_stop_a_process_group_with_a_log(tmp_path: Path, stop_leftovers) -> None:
     manager = RunManager(tmp_path / "ws", cwd=tmp_path)
+    stop_leftovers(manager)
     started = manager.start("slow", [sys.executable, "-c", SLOW_CHILD])
     assert os.getpgid(started.pid) == started.pid  # its own session and process group
     with pytest.raises(RagtuneError, match="already running"):
@@ -140,8 +151,8 @@ def _write_dataset(folder: Path) -> None:
         "file_name": "demo.json", "formatting": "alpaca"}}), encoding="utf-8")
 
 
-def test_board_runs_a_tiny_fine_tune_and_stops_it(tmp_path: Path,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_board_runs_a_tiny_fine_tune_and_stops_it(tmp_path: Path, request: pytest.FixtureRequest,
+                                                   stop_leftovers) -> None:
     from ui.finetune import Board
 
     tiny_llama_dir = request.getfixturevalue("tiny_llama_dir")
@@ -152,6 +163,7 @@ def test_board_runs_a_tiny_fine_tune_and_stops_it(tmp_path: Path,
     workspace = tmp_path / "ws"
     _write_dataset(workspace / "datasets")
     board = Board(workspace, tmp_path)
+    stop_leftovers(board.manager)
     values = dict(KNOB_VALUES, name="ui-tiny", model=str(tiny_llama_dir), max_steps=400,
                   cutoff_len=64, per_device_batch_size=1, gradient_accumulation_steps=1,
                   dataset_dir=str(workspace / "datasets"))
