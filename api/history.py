@@ -6,14 +6,18 @@ feedback keys on it, so the store keeps what feedback needs: question, context, 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ragtune.errors import NotFoundError
+
+log = logging.getLogger(__name__)
 
 MARKER = re.compile(r"\[(\d{1,3})\]")
 
@@ -64,13 +68,32 @@ class Answer:
                 "finish_reason": self.finish_reason, "refused": self.refused}
 
 
-class AnswerStore:
-    """Thread-safe LRU of recent answers, keyed by answer id."""
+Listener = Callable[[Answer], None]
 
-    def __init__(self, capacity: int = 1000) -> None:
+
+class AnswerStore:
+    """Thread-safe LRU of recent answers, keyed by answer id.
+
+    Listeners (`subscribe`) see every added answer: the feedback store persists answers with
+    one, so that feedback on them still works after the LRU evicts them or the server restarts.
+    """
+
+    def __init__(self, capacity: int = 1000, listeners: list[Listener] | None = None) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, Answer] = OrderedDict()
         self._lock = threading.Lock()
+        self._listeners: list[Listener] = list(listeners or [])
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(answer)` for every answer added from now on (idempotent)."""
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def add(self, answer: Answer) -> None:
         with self._lock:
@@ -78,6 +101,12 @@ class AnswerStore:
             self._items.move_to_end(answer.id)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(answer)
+            except Exception:  # noqa: BLE001 - an answer is never lost for a listener's fault
+                log.exception("answer listener %r failed for answer %s", listener, answer.id)
 
     def get(self, answer_id: str) -> Answer:
         """The answer with this id, or `NotFoundError` (unknown or already evicted)."""
