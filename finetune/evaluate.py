@@ -145,31 +145,34 @@ def configurations(models: Sequence[str], rag: bool) -> list[Configuration]:
     return out
 
 
-def _progress(total: int, disable: bool = False) -> Any:
+def _progress(total: int, desc: str, show: bool) -> Any:
+    """A tqdm bar on stderr (rate and ETA), one per phase so each ETA has a steady rate."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="q", file=sys.stderr, dynamic_ncols=True, disable=disable,
-                smoothing=0.1)
+    return tqdm(total=total, desc=desc, unit="q", file=sys.stderr, dynamic_ncols=True,
+                disable=not show, smoothing=0.1)
 
 
 def retrieval_ablation(items: Sequence[QAItem], retriever: Retriever, modes: Sequence[str],
-                       k: int, reranker: CrossEncoderReranker | None, bar: Any) -> list[dict]:
+                       k: int, reranker: CrossEncoderReranker | None = None,
+                       show_progress: bool = False) -> list[dict]:
     """hit@k, recall@k and MRR of each search mode over the questions with a source."""
     scored = [i for i in items if i.answerable and i.source]
     runs: list[tuple[str, Any]] = [(m, (lambda q, m=m: retriever.search(q, k, m))) for m in modes]
     if reranker is not None:
         runs.append(("hybrid+rerank", lambda q: reranked_search(retriever, reranker, q, k)))
     out = []
-    for mode, search in runs:
-        bar.set_description(f"retrieval {mode}")
-        scores = []
-        for item in scored:
-            ranked = [h.chunk.source for h in search(item.question)]
-            scores.append(score_retrieval(ranked, item.source, k))
-            bar.update(1)
-        out.append({"mode": mode, "k": k, "n": len(scores),
-                    "hit": mean([s.hit for s in scores]), "recall": mean([s.recall for s in scores]),
-                    "mrr": mean([s.mrr for s in scores])})
+    with _progress(len(scored) * len(runs), "retrieval", show_progress) as bar:
+        for mode, search in runs:
+            bar.set_description(f"retrieval {mode}")
+            scores = []
+            for item in scored:
+                ranked = [h.chunk.source for h in search(item.question)]
+                scores.append(score_retrieval(ranked, item.source, k))
+                bar.update(1)
+            out.append({"mode": mode, "k": k, "n": len(scores), "hit": mean([s.hit for s in scores]),
+                        "recall": mean([s.recall for s in scores]),
+                        "mrr": mean([s.mrr for s in scores])})
     return out
 
 
@@ -190,23 +193,25 @@ def _row(conf: Configuration, item: QAItem, reply: Reply, k: int) -> dict[str, A
 
 
 def answer_all(items: Sequence[QAItem], answerer: Answerer, confs: Sequence[Configuration],
-               cfg: EvalConfig, bar: Any) -> tuple[list[dict], dict[str, float]]:
+               cfg: EvalConfig, show_progress: bool = False
+               ) -> tuple[list[dict], dict[str, float]]:
     """Every question through every configuration, `batch_size` questions per engine call."""
     rows: list[dict] = []
     seconds: dict[str, float] = {}
-    for conf in confs:
-        bar.set_description(conf.name)
-        started = time.perf_counter()
-        for start in range(0, len(items), cfg.batch_size):
-            batch = items[start:start + cfg.batch_size]
-            replies = answerer.answer([i.question for i in batch], model=conf.model,
-                                      use_rag=conf.use_rag, top_k=cfg.k,
-                                      max_new_tokens=cfg.max_new_tokens)
-            rows += [_row(conf, item, reply, cfg.k)
-                     for item, reply in zip(batch, replies, strict=True)]
-            bar.update(len(batch))
-        seconds[conf.name] = time.perf_counter() - started
-        log.info("%s: %d questions in %.1fs", conf.name, len(items), seconds[conf.name])
+    with _progress(len(items) * len(confs), "answers", show_progress) as bar:
+        for conf in confs:
+            bar.set_description(conf.name)
+            started = time.perf_counter()
+            for start in range(0, len(items), cfg.batch_size):
+                batch = items[start:start + cfg.batch_size]
+                replies = answerer.answer([i.question for i in batch], model=conf.model,
+                                          use_rag=conf.use_rag, top_k=cfg.k,
+                                          max_new_tokens=cfg.max_new_tokens)
+                rows += [_row(conf, item, reply, cfg.k)
+                         for item, reply in zip(batch, replies, strict=True)]
+                bar.update(len(batch))
+            seconds[conf.name] = time.perf_counter() - started
+            log.info("%s: %d questions in %.1fs", conf.name, len(items), seconds[conf.name])
     return rows, seconds
 
 
@@ -230,18 +235,13 @@ def run_eval(items: Sequence[QAItem], answerer: Answerer, retriever: Retriever |
                      "retrieval is still scored in the +RAG rows)")
     confs = configurations(models, rag)
     modes = cfg.mode_list if retriever is not None else []
-    with_source = sum(1 for i in items if i.answerable and i.source)
-    n_runs = len(modes) + (1 if reranker is not None and cfg.rerank and modes else 0)
-    if retriever is not None and modes and cfg.rerank:
-        notes.append(rerank_note)
-    bar = _progress(len(items) * len(confs) + with_source * n_runs, disable=not show_progress)
-    try:
-        ablation = (retrieval_ablation(items, retriever, modes, cfg.k,
-                                       reranker if cfg.rerank else None, bar)
-                    if retriever is not None and modes else [])
-        rows, seconds = answer_all(items, answerer, confs, cfg, bar)
-    finally:
-        bar.close()
+    ablation: list[dict] = []
+    if retriever is not None and modes:
+        if cfg.rerank:
+            notes.append(rerank_note)
+        ablation = retrieval_ablation(items, retriever, modes, cfg.k,
+                                      reranker if cfg.rerank else None, show_progress)
+    rows, seconds = answer_all(items, answerer, confs, cfg, show_progress)
     summary = aggregate(rows, [c.name for c in confs], seconds)
     return EvalResult(cfg.k, summary, ablation, rows, notes,
                       round(time.perf_counter() - started, 2))

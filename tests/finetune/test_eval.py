@@ -162,11 +162,8 @@ class ModeRetriever(Retriever):
 
 
 def test_retrieval_ablation_scores_each_mode(tmp_path):
-    from tqdm import tqdm
-
     items = load_qa(write_qa(tmp_path / "q.jsonl", QA[:1]))
-    with tqdm(disable=True) as bar:
-        rows = retrieval_ablation(items, ModeRetriever(), ["dense", "bm25", "hybrid"], 2, None, bar)
+    rows = retrieval_ablation(items, ModeRetriever(), ["dense", "bm25", "hybrid"], 2)
     by_mode = {r["mode"]: r for r in rows}
     # drills.md is chunk 1: first for bm25/hybrid (MRR 1); dense puts it 4th, beyond k=2.
     assert (by_mode["bm25"]["hit"], by_mode["bm25"]["mrr"]) == (1.0, 1.0)
