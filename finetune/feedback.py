@@ -147,7 +147,7 @@ def export_feedback(store: FeedbackStore, dataset_dir: Path, *, min_pairs: int =
         raise FeedbackExportError(
             f"{store.path}: no feedback yet: like/dislike answers or choose the better of two "
             "answers in the UI (or POST /feedback), then export again")
-    check_base_model(store, base_model, rated + compared)
+    check_base_model(store, base_model, list({a.id: a for a in rated + compared}.values()))
     result = ExportResult()
     pairs, kto = dpo_rows(store), kto_rows(store)
     result.likes = sum(r["label"] for r in kto)
