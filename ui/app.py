@@ -22,6 +22,7 @@ from ui.documents import DocumentsTab, build_documents_tab
 from ui.documents import refresh_fn as documents_refresh
 from ui.evals import EvalTab, build_eval_tab
 from ui.evals import refresh_fn as eval_refresh
+from ui.feedback import CompareFeedback, build_compare_feedback, wire_chat_feedback
 from ui.finetune import FinetuneTab, build_finetune_tab
 
 CSS = """
@@ -43,6 +44,7 @@ class RagtuneUI:
     finetune: FinetuneTab
     eval: EvalTab
     status: gr.Markdown
+    preference: CompareFeedback | None = None  # the "this one is better" row of Compare
 
 
 def launch_options() -> dict[str, Any]:
@@ -82,8 +84,10 @@ def build(settings: Settings, client: ApiClient | None = None,
         tabs = {}
         with gr.Tab("Chat", id="chat") as tabs["chat"]:
             chat = build_chat_tab(client, **limits)
+            wire_chat_feedback(client, chat)
         with gr.Tab("Compare", id="compare") as tabs["compare"]:
             compare = build_compare_tab(client, **limits)
+            preference = build_compare_feedback(client, compare)
         with gr.Tab("Documents", id="documents") as tabs["documents"]:
             documents = build_documents_tab(client)
         with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
@@ -93,7 +97,8 @@ def build(settings: Settings, client: ApiClient | None = None,
         for name, tab in tabs.items():  # the board's live refresh ticks only while it shows
             tab.select(lambda on=(name == "finetune"): gr.Timer(active=on), None,
                        finetune.timer, api_name=False, show_progress="hidden")
-        ui = RagtuneUI(demo, client, chat, compare, documents, finetune, evals, status)
+        ui = RagtuneUI(demo, client, chat, compare, documents, finetune, evals, status,
+                       preference)
         _wire_refresh(ui, paths.evals_dir)
     return ui
 

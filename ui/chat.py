@@ -81,7 +81,7 @@ def build_chat_tab(client: ApiClient, default_top_k: int, max_top_k: int,
     with gr.Row():
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(label="Assistant", height=520, elem_id="rt-chatbot",
-                                 buttons=["copy"], feedback_options=None)
+                                 buttons=["copy"], feedback_options=("Like", "Dislike"))
             with gr.Row():
                 question = gr.Textbox(placeholder="Ask a question about your documents…",
                                       show_label=False, scale=6, elem_id="rt-question",

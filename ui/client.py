@@ -135,6 +135,22 @@ class ApiClient:
         except httpx.HTTPError as err:
             raise self._unreachable(err) from None
 
+    # ------------------------------------------------------------------ feedback
+    def feedback(self, *, answer_id: str | None = None, rating: str | None = None,
+                 chosen_id: str | None = None, rejected_id: str | None = None,
+                 question: str | None = None, comment: str = "") -> dict[str, Any]:
+        """`POST /feedback`: rate an answer (like/dislike/none) or prefer one of two answers."""
+        body = {k: v for k, v in (("answer_id", answer_id), ("rating", rating),
+                                  ("chosen_id", chosen_id), ("rejected_id", rejected_id),
+                                  ("question", question)) if v is not None}
+        if comment:
+            body["comment"] = comment
+        return self.request("POST", "/feedback", json=body)
+
+    def feedback_stats(self) -> dict[str, Any]:
+        """`GET /feedback/stats`: counts of answers, likes, dislikes and choices."""
+        return self.request("GET", "/feedback/stats")
+
     # ------------------------------------------------------------------ documents
     def documents(self) -> dict[str, Any]:
         """`GET /documents`: {documents: [...], stats: {...}}."""
