@@ -164,7 +164,8 @@ class FeedbackStore:
     def record_answer(self, answer: Answer, system: str | None = None) -> None:
         """Persist an answer (idempotent); the `AnswerStore` listener of the service."""
         system = system if system is not None else self.system
-        messages = build_messages(answer.question, answer.sources or None, system)
+        messages = getattr(answer, "messages", None) or build_messages(  # exact turns if kept
+            answer.question, answer.sources or None, system)
         sources = json.dumps([s.to_dict() for s in answer.sources], ensure_ascii=False)
         with self.transaction() as conn:
             conn.execute(

@@ -103,3 +103,14 @@ def test_changing_a_rating_and_a_choice_replaces_it(live_api: LiveApi) -> None:
         assert stats["wins"] == {"tuned": 1}
         c.post("/feedback", json={"answer_id": a["id"], "rating": "none"})
         assert c.get("/feedback/stats").json()["dislikes"] == 0
+
+
+def test_chat_completion_ids_take_feedback(live_api: LiveApi) -> None:
+    with live_api.client() as c:
+        r = c.post("/v1/chat/completions", json={
+            "model": "tuned", "messages": [{"role": "user", "content": QUESTION}],
+            "ragtune": {"use_rag": True}})
+        assert r.status_code == 200, r.text
+        answer_id = r.json()["id"]
+        r = c.post("/feedback", json={"answer_id": answer_id, "rating": "like"})
+        assert r.status_code == 200 and r.json()["model"] == "tuned"
