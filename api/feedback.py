@@ -243,7 +243,8 @@ class FeedbackStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT a.*, r.rating AS r_rating, r.comment AS r_comment, r.created AS r_created"
-                " FROM ratings r JOIN answers a ON a.id = r.answer_id ORDER BY r.created").fetchall()
+                " FROM ratings r JOIN answers a ON a.id = r.answer_id ORDER BY r.created"
+            ).fetchall()
         return [(StoredAnswer.from_row(r), r["r_rating"], r["r_comment"], r["r_created"])
                 for r in rows]
 

@@ -38,7 +38,8 @@ def rate_fn(client: ApiClient) -> Callable[..., str]:
             client.feedback(answer_id=record["id"], rating=rating)
         except ApiError as err:
             return f"⚠️ feedback not recorded: {err}"
-        done = {"like": "👍 liked", "dislike": "👎 disliked", "none": "rating withdrawn"}[rating]
+        done = {"like": "👍 liked", "dislike": "👎 disliked",
+                "none": "rating withdrawn"}[rating]
         return f"{done}: answer of **{record['model']}** to “{record['question']}”"
 
     return rate
@@ -65,7 +66,8 @@ def prefer_fn(client: ApiClient) -> Callable[[dict | None, str, str, bool], str]
         results = results or {}
         if first == second:
             return "⚠️ pick two different answers"
-        missing = [TITLES.get(k, k) for k in (first, second) if not (results.get(k) or {}).get("id")]
+        missing = [TITLES.get(k, k) for k in (first, second)
+                   if not (results.get(k) or {}).get("id")]
         if missing:
             return f"⚠️ no answer yet in: {', '.join(missing)} (press Compare first)"
         chosen, rejected = (first, second) if first_wins else (second, first)
