@@ -160,7 +160,20 @@ def build_app() -> typer.Typer:
     app.command("eval")(_edge(evaluate))
     app.add_typer(_finetune_app(), name="finetune")
     app.add_typer(_runs_app(), name="runs")
+    app.add_typer(_feedback_app(), name="feedback")
     return app
+
+
+def _feedback_app() -> typer.Typer:
+    """`feedback export|stats`: likes and A-vs-B choices as DPO/KTO datasets."""
+    from finetune.feedback_commands import export, stats
+
+    sub = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False,
+                      help="Turn likes, dislikes and A-vs-B choices into DPO/KTO datasets.")
+    sub.command("export")(_edge(export))
+    sub.command("stats")(_edge(stats))
+    return sub
 
 
 def _finetune_app() -> typer.Typer:

@@ -12,7 +12,8 @@ import pytest
 from ragtune.cli import main
 
 COMMANDS = [["models"], ["ingest"], ["search"], ["pairs"], ["serve"], ["ui"], ["eval"],
-            ["finetune", "run"], ["finetune", "merge"], ["runs"], ["runs", "tail"]]
+            ["finetune", "run"], ["finetune", "merge"], ["runs"], ["runs", "tail"],
+            ["feedback", "export"], ["feedback", "stats"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
