@@ -338,8 +338,11 @@ class IngestRun:
             self._commit(item)
 
     def _embed(self, todo: dict[str, str], bar) -> None:
-        """Embed texts in batches of similar length (less padding), updating the bar per batch."""
-        order = sorted(todo, key=lambda h: len(todo[h]))
+        """Embed texts in batches of similar token length (less padding), one bar step a batch."""
+        keys = list(todo)
+        count = getattr(self.index.embedder, "token_lengths", None)
+        lengths = count([todo[h] for h in keys]) if count and keys else [len(todo[h]) for h in keys]
+        order = [keys[i] for i in np.argsort(lengths, kind="stable")]
         size = self.cfg.batch_size
         for start in range(0, len(order), size):
             batch = order[start:start + size]
@@ -395,6 +398,6 @@ def ingest_documents(paths: Sequence[Path], settings, *, embedder=None,
                        chunk_overlap=settings.chunk_overlap, embedder=settings.embedder,
                        keep_missing=keep_missing, batch_size=batch_size,
                        max_file_mb=settings.max_file_mb)
-    with open_index(settings, embedder) as index:
+    with open_index(settings, embedder, batch_size=batch_size) as index:
         cfg.embedder = embedder_spec(index.embedder)
         return run_ingest(cfg, index, progress=progress)

@@ -371,12 +371,12 @@ class HybridIndex(Retriever):
 
 
 def open_index(settings: Settings, embedder: Embedder | None = None, *,
-               create: bool = True) -> HybridIndex:
+               create: bool = True, batch_size: int = 64) -> HybridIndex:
     """Open the workspace's index, loading `settings.embedder` when no embedder is given.
 
     When the embedder was not set explicitly (flag, env or YAML) and an index exists, the
     embedder recorded in the index is used, so `ragtune search` works after
-    `ingest --embedder X` without repeating the flag.
+    `ingest --embedder X` without repeating the flag. `batch_size`: texts per model call.
     """
     from retrieval.embedders import load_embedder
 
@@ -387,5 +387,5 @@ def open_index(settings: Settings, embedder: Embedder | None = None, *,
             spec = recorded_embedder(index_dir) or spec
         if not create and not (index_dir / DB_FILE).is_file():
             raise NotFoundError(f"no index in {index_dir}; run `ingest PATH...` first")
-        embedder = load_embedder(spec, device=settings.device)
+        embedder = load_embedder(spec, device=settings.device, batch_size=batch_size)
     return HybridIndex.open(index_dir, embedder, create=create)

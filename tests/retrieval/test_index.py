@@ -167,3 +167,25 @@ def test_open_index_uses_the_recorded_embedder(index_dir, monkeypatch, tmp_path)
         open_index(load_settings(workspace=tmp_path / "nowhere"), create=False)
     with pytest.raises(IndexMismatchError):
         open_index(load_settings(workspace=workspace, embedder="fake:hash-16"))
+
+
+def test_english_only_embedder_leaves_chinese_queries_to_bm25(index_dir):
+    english = CountingEmbedder()
+    english.languages = frozenset({"en"})
+    with HybridIndex.open(index_dir, english) as index:
+        english.reset()
+        hybrid = index.search("访客网络的密码多久更换", k=3)
+        assert english.calls == 0  # the dense ranking of a Chinese query is skipped
+        bm25 = index.search("访客网络的密码多久更换", k=3, mode="bm25")
+        assert [h.chunk.id for h in hybrid] == [h.chunk.id for h in bm25]
+        assert hybrid[0].chunk.source == "docs/zh/security.txt"
+        index.search("fire drills", k=3)
+        assert english.calls == 1  # English queries still use both rankings
+
+
+def test_repeated_queries_reuse_the_query_vector(index, emb):
+    first = index.search("fire drills assembly point", k=3)
+    calls = emb.calls
+    assert index.search("fire drills assembly point", k=3) == first
+    assert index.search("fire drills assembly point", k=3, mode="dense")
+    assert emb.calls == calls
