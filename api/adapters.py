@@ -25,7 +25,8 @@ def discover_adapters(runs_dir: Path) -> dict[str, Path]:
         adapter_dir = config.parent
         name = adapter_dir.parent.name
         if name in RESERVED or not MODEL_NAME.match(name):
-            log.warning("skipping adapter %s: run name %r cannot be a model name", adapter_dir, name)
+            log.warning("skipping adapter %s: run name %r cannot be a model name",
+                        adapter_dir, name)
             continue
         if not any(adapter_dir.glob("adapter_model.*")):
             log.warning("skipping adapter %s: no adapter_model weights (run unfinished?)",
@@ -36,7 +37,7 @@ def discover_adapters(runs_dir: Path) -> dict[str, Path]:
 
 
 def adapter_from_path(path: Path) -> tuple[str, Path] | None:
-    """`(name, adapter_dir)` when `path` is a run dir or an adapter dir given on the command line."""
+    """`(name, adapter_dir)` when `path` is a run dir or an adapter dir (a `--model` value)."""
     path = path.expanduser()
     for candidate in (path, path / "adapter"):
         if (candidate / "adapter_config.json").is_file():

@@ -20,8 +20,10 @@ from api.generation import check_model, complete, stream_events
 from api.history import Answer, AnswerStore, Source
 from api.reasoning import ReasoningSplitter, split_reasoning
 from ragtune.errors import RagtuneError
-from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, format_context, is_chinese, system_prompt, user_prompt
-from ragtune.types import ChatMessage, GenerationRequest, GenerationResult, Generator, Hit, Retriever
+from ragtune.prompts import (NO_ANSWER, NO_ANSWER_ZH, format_context, is_chinese, system_prompt,
+                             user_prompt)
+from ragtune.types import (ChatMessage, GenerationRequest, GenerationResult, Generator, Hit,
+                           Retriever)
 
 
 class NoIndexError(RagtuneError):

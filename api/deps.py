@@ -25,7 +25,7 @@ class Unauthorized(RagtuneError):
 
 
 class LimitError(RagtuneError):
-    """A numeric request field is above the configured limit."""
+    """A request field is empty or beyond a configured limit."""
 
     http_status = 422
 
@@ -90,6 +90,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def check_text(field_name: str, text: str, api: ApiConfig) -> None:
+    """A question-like text: not blank, and within `max_question_chars`."""
+    if not text.strip():
+        raise LimitError(f"`{field_name}` is empty")
     if len(text) > api.max_question_chars:
         raise PayloadTooLarge(f"`{field_name}` has {len(text)} characters; the limit is "
                               f"{api.max_question_chars} (max_question_chars)")

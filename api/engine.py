@@ -61,14 +61,16 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return torch.float16 if device == "mps" else torch.float32
 
 
-def load_model(location: str, adapters: dict[str, Path], config: EngineConfig) -> tuple[Any, Any, list[str]]:
+def load_model(location: str, adapters: dict[str, Path],
+               config: EngineConfig) -> tuple[Any, Any, list[str]]:
     """Load tokenizer, base model and adapters; adapters that fail to load are skipped (logged)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(config.device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(config.dtype, device))
+        dtype = pick_dtype(config.dtype, device)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
     except (OSError, ValueError) as err:
         raise ModelNotFoundError(f"cannot load generator {location!r}: {err}") from err
     model.to(device).eval()

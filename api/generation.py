@@ -102,4 +102,5 @@ def _plain_stream(generator: Generator, request: GenerationRequest,
         parts.append(delta)
         yield delta
     prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
-    yield GenerationResult("".join(parts), prompt_tokens, len(parts), finish)  # type: ignore[arg-type]
+    yield GenerationResult("".join(parts), prompt_tokens, len(parts),
+                           finish)  # type: ignore[arg-type]

@@ -56,8 +56,8 @@ class OpenAIUpstreamGenerator(Engine):
         from api.adapters import discover_adapters
 
         if not settings.upstream_base_url:
-            raise ConfigError("upstream_base_url", None,
-                              "set it (e.g. http://127.0.0.1:8001/v1) when generator_backend=openai")
+            raise ConfigError("upstream_base_url", None, "set it (e.g. "
+                              "http://127.0.0.1:8001/v1) when generator_backend=openai")
         key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         adapters = sorted(discover_adapters(settings.paths.runs_dir))
         gen = cls(settings.upstream_base_url, settings.upstream_model or "", adapters, key,

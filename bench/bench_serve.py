@@ -13,6 +13,7 @@ Prints aggregate tokens/s, p50/p95 latency and ragtune/plain ratios. Goal: >= 4x
 at 16 clients and no worse latency at 1.
 
     .venv/bin/python bench/bench_serve.py                  # defaults, a few minutes on CPU
+    .venv/bin/python bench/bench_serve.py --threads 1      # a busy shared machine
     .venv/bin/python bench/bench_serve.py --levels 1,4,16 --max-new-tokens 32 --requests 2
 """
 
@@ -140,30 +141,43 @@ async def load(url: str, clients: int, requests: int, max_new_tokens: int,
             "tokens": tokens, "wall": wall}
 
 
-def measure(kind: str, model_dir: str, args: argparse.Namespace, count) -> dict[int, dict]:
-    proc, url = start(kind, model_dir, args)
+def per_client(level: int, args: argparse.Namespace) -> int:
+    """Requests per client: `--requests`, but at least 4 samples per level in all."""
+    return max(args.requests, -(-4 // level))
+
+
+def report(kind: str, level: int, r: dict) -> None:
+    print(f"  {kind:7} {level:2} clients: {r['tok_s']:6.1f} tok/s  p50 {r['p50']:6.2f} s"
+          f"  p95 {r['p95']:6.2f} s  ({r['tokens']:.0f} tokens in {r['wall']:.1f} s)", flush=True)
+
+
+def measure(model_dir: str, args: argparse.Namespace, count) -> dict[str, dict[int, dict]]:
+    """Both servers up; each level runs on plain then ragtune back to back (less drift)."""
+    servers = {kind: start(kind, model_dir, args) for kind in ("plain", "ragtune")}
+    results: dict[str, dict[int, dict]] = {"plain": {}, "ragtune": {}}
     try:
-        asyncio.run(load(url, 1, 1, args.max_new_tokens, count))  # warm-up
-        results = {}
+        for _, url in servers.values():
+            asyncio.run(load(url, 1, 1, args.max_new_tokens, count))  # warm-up
         for level in args.levels:
-            results[level] = asyncio.run(load(url, level, args.requests, args.max_new_tokens,
-                                              count))
-            r = results[level]
-            print(f"  {kind:7} {level:2} clients: {r['tok_s']:6.1f} tok/s  p50 {r['p50']:6.2f} s"
-                  f"  p95 {r['p95']:6.2f} s  ({r['tokens']:.0f} tokens in {r['wall']:.1f} s)",
-                  flush=True)
+            for kind, (_, url) in servers.items():
+                r = asyncio.run(load(url, level, per_client(level, args),
+                                     args.max_new_tokens, count))
+                results[kind][level] = r
+                report(kind, level, r)
         return results
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model dir (default: embedded SmolLM2)")
     parser.add_argument("--levels", default="1,4,16", help="concurrent clients, comma-separated")
-    parser.add_argument("--requests", type=int, default=2, help="requests per client per level")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=1,
+                        help="requests per client per level (at least 4 per level in all)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=16, help="ragtune max_batch_size")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in both servers (0: torch's default)")
@@ -186,10 +200,11 @@ def main() -> int:
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    print(f"model {args.model}, {args.max_new_tokens} new tokens, greedy, "
-          f"{args.requests} requests per client, levels {args.levels}", flush=True)
-    plain = measure("plain", args.model, args, count)
-    ours = measure("ragtune", args.model, args, count)
+    print(f"model {args.model}, {args.max_new_tokens} new tokens, greedy, levels {args.levels}, "
+          f"ragtune max_batch_size {args.max_batch}, torch threads "
+          f"{args.threads or 'default'}", flush=True)
+    measured = measure(args.model, args, count)
+    plain, ours = measured["plain"], measured["ragtune"]
     print("\nclients | plain tok/s | ragtune tok/s | throughput x | plain p50/p95 s | "
           "ragtune p50/p95 s | p50 x")
     for level in args.levels:

@@ -1,4 +1,4 @@
-"""`POST /ask` (answers with sources, JSON or SSE) and `GET /generate` (the plain recipe's shape)."""
+"""`POST /ask` (answers with sources, JSON or SSE) and `GET /generate` (the plain recipe)."""
 
 from __future__ import annotations
 

@@ -172,6 +172,7 @@ def test_auth_off(client) -> None:
 
 @pytest.mark.parametrize(("path", "body", "status", "words"), [
     ("/ask", {"question": "x" * 51}, 413, "max_question_chars"),
+    ("/ask", {"question": "   "}, 422, "`question` is empty"),
     ("/ask", {"question": "hi", "max_new_tokens": 65}, 422, "max_new_tokens_limit"),
     ("/ask", {"question": "hi", "top_k": 4}, 422, "max_top_k"),
     ("/ask", {"question": "hi", "max_new_tokens": 0}, 422, "max_new_tokens"),
