@@ -53,9 +53,9 @@ def serve(model: str | None = None, host: str | None = None, port: int | None = 
           chat_rag: bool = False, log_level: str = "info") -> int:
     """Serve the assistant over HTTP and print its URL.
 
-    Routes: POST /ask (answers with [n] citations and sources), POST /v1/chat/completions and
-    GET /v1/models (OpenAI-compatible; every tuned adapter is a model), GET /generate?prompt=,
-    GET /health, and the interactive docs at /docs.
+    Routes: POST /ask (answers with numbered citations and their sources),
+    POST /v1/chat/completions and GET /v1/models (OpenAI-compatible; every tuned adapter is a
+    model), GET /generate?prompt=, GET /health, and the interactive docs at /docs.
 
     Args:
         model: "base" (default); a run name whose adapter answers requests that name no model;
