@@ -1,0 +1,64 @@
+"""The Assistant without HTTP: prompts in the training layout for chats too, refusal
+configurable, citations, and the bounded store of recent answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.assistant import Assistant, Params
+from api.config import AssistantConfig
+from api.history import AnswerStore
+from ragtune.errors import ConfigError, NotFoundError
+from ragtune.fakes import EchoGenerator
+from ragtune.prompts import system_prompt, user_prompt
+
+QUESTION = "How many days of annual leave do employees get?"
+
+
+def test_chat_history_keeps_earlier_turns_and_puts_passages_in_the_last_question(retriever):
+    assistant = Assistant(EchoGenerator(), retriever, AssistantConfig(top_k=2))
+    history = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"},
+               {"role": "user", "content": QUESTION}]
+    prompt = assistant.prepare(QUESTION, history=history)
+    chunks = [h.chunk for h in retriever.search(QUESTION, 2)]
+    assert prompt.messages == [{"role": "system", "content": system_prompt()}, *history[:2],
+                               {"role": "user", "content": user_prompt(QUESTION, chunks)}]
+    assert history[-1]["content"] == QUESTION  # the caller's list is not modified
+    assert prompt.context.startswith("[1] handbook/leave.md › Leave\n")
+
+
+def test_refusal_can_be_switched_off(retriever):
+    strict = Assistant(EchoGenerator(), retriever, AssistantConfig(relevance_threshold=2.0))
+    lenient = Assistant(EchoGenerator(), retriever, AssistantConfig(
+        relevance_threshold=2.0, refuse_without_context=False))
+    assert strict.ask(QUESTION).refused
+    answer = lenient.ask(QUESTION)
+    assert not answer.refused and answer.answer == f"[base] {QUESTION}" and not answer.sources
+
+
+def test_citations_are_the_markers_that_point_at_sources(retriever):
+    gen = EchoGenerator(reply="It is 25 days [1], see also [2] and [9].")
+    answer = Assistant(gen, retriever, AssistantConfig(top_k=2)).ask(QUESTION)
+    assert answer.citations == [1, 2]
+    streamed = list(Assistant(gen, retriever, AssistantConfig(top_k=2)).answer_stream(
+        Assistant(gen, retriever).prepare(QUESTION, top_k=2), Params()))
+    assert streamed[-1][0] == "done" and streamed[-1][1].citations == [1, 2]
+    assert "".join(v for k, v in streamed if k == "answer") == streamed[-1][1].answer
+
+
+def test_store_keeps_the_most_recent_answers(retriever):
+    store = AnswerStore(capacity=2)
+    assistant = Assistant(EchoGenerator(), retriever, store=store)
+    first, second, third = (assistant.ask(f"q{i}", use_rag=False) for i in range(3))
+    assert first.id not in store and len(store) == 2
+    assert store.get(third.id).question == "q2" and store.recent(1) == [third]
+    with pytest.raises(NotFoundError, match="last 2 answers"):
+        store.get(first.id)
+    assert second.id in store
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="search_mode"):
+        AssistantConfig(search_mode="fuzzy")
+    with pytest.raises(ConfigError, match="top_k"):
+        AssistantConfig(top_k=0)
