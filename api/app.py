@@ -19,7 +19,7 @@ from api.assistant import Assistant
 from api.config import ApiConfig, AssistantConfig, EngineConfig
 from api.deps import Services
 from api.errors import error_payload, install_error_handlers
-from api.routes import ask, health, openai
+from api.routes import ask, documents, feedback, health, openai
 from ragtune.errors import RagtuneError
 from ragtune.settings import Settings, load_settings
 from ragtune.types import Generator, Retriever
@@ -61,18 +61,21 @@ def load_retriever(settings: Settings) -> tuple[Retriever | None, str]:
 
 
 class BodyLimit:
-    """Answer 413 when a request body (declared or streamed) exceeds `max_bytes`."""
+    """Answer 413 when a request body (declared or streamed) exceeds `max_bytes`
+    (or the larger limit given for a path in `per_path`, e.g. document uploads)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 per_path: dict[str, int] | None = None) -> None:
+        self.app, self.default_max, self.per_path = app, max_bytes, per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope.get("path", ""), self.default_max)
         declared = dict(scope["headers"]).get(b"content-length")
-        too_big = f"the request body is larger than {self.max_bytes} bytes (max_body_bytes)"
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        too_big = f"the request body is larger than {max_bytes} bytes (max_body_bytes)"
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
             status = 413 if declared.isdigit() else 400
             message = too_big if status == 413 else "invalid Content-Length header"
             await _send_json(send, status, error_payload(HTTPException(status), status, message))
@@ -84,7 +87,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise HTTPException(413, too_big)
             return message
 
@@ -132,10 +135,15 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
 
     app = FastAPI(title="ragtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = None
+    app.state.settings = settings
     install_error_handlers(app)
-    for router in (health.router, ask.router, openai.router):
+    for router in (health.router, ask.router, openai.router, documents.router):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
+    feedback.install(app, settings)  # the /feedback routes + persisting every answer
+    # Uploads are capped per file by the documents route (max_file_mb); allow a few files.
+    upload_limit = max(api.max_body_bytes, int(settings.max_file_mb * 2**20 * 4))
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes,
+                       per_path={"/documents": upload_limit})
     if api.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=api.cors_origins,
                            allow_credentials=api.cors_credentials,

@@ -125,6 +125,9 @@ def feedback_stats(store: FeedbackStore = Depends(get_feedback_store)) -> dict[s
 def install(app: FastAPI, settings: Settings, store: FeedbackStore | None = None) -> FeedbackStore:
     """Add feedback to an app from `create_app`: the store, the routes, and persisting every
     answer as it is produced (subscribed once the app's lifespan has built the Assistant)."""
+    existing = getattr(app.state, "feedback", None)
+    if existing is not None and store is None:
+        return existing  # create_app installs it already
     store = store or FeedbackStore.from_settings(settings)
     app.state.feedback = store
     app.include_router(router)
