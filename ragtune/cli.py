@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from pydantic import ValidationError
 
 from ragtune.errors import ConfigError, RagtuneError
 
@@ -68,6 +69,12 @@ def _edge(fn: Callable[..., Any], *, signature: bool = True) -> Callable[..., An
         except RagtuneError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except ValidationError as err:  # Settings (env, YAML or flags) with a bad value
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+            typer.echo(f"error: {ConfigError(field, first.get('input'), first.get('msg', ''))}",
+                       err=True)
+            raise typer.Exit(ConfigError.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
