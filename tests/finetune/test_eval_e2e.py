@@ -64,7 +64,8 @@ def ingested(workspace, tmp_path, monkeypatch, tiny_llama_dir):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGTUNE_GENERATOR", str(tiny_llama_dir))
-    assert ingest([write_docs(tmp_path)], embedder="fake:hash-64", chunk_size=200) == 0
+    assert ingest([write_docs(tmp_path)], embedder="fake:hash-64", chunk_size=200,
+                  pairs="none") == 0
     add_run(workspace, "run1")
     save_lora_adapter(tiny_llama_dir, workspace / "runs" / "run1" / "adapter")
     return workspace
