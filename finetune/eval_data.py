@@ -2,7 +2,8 @@
 
 An eval question that the model was trained on measures memory, not skill: before any model
 is loaded, every eval question is compared (normalised, exact and near match) with the user
-turns of every dataset registered in the workspace's `dataset_info.json`.
+turns of every dataset registered in the workspace's `dataset_info.json` and of the datasets
+the evaluated runs trained on.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from pathlib import Path
 
 from finetune.datasets import (DatasetSpec, detect_spec, examples_from_rows, read_dataset_info,
                                read_rows)
-from finetune.metrics import tokens
 from ragtune.errors import DatasetError, InputError, RagtuneError
 from ragtune.prompts import is_chinese
 
 log = logging.getLogger(__name__)
 
-NEAR_MATCH = 0.9  # token-sequence similarity at or above which two questions are the same
 _QUESTION_MARKERS = ("Question:", "问题：", "问题:")
 
 
@@ -137,12 +135,12 @@ def _user_turns(spec: DatasetSpec, path: Path, row: int, data: object) -> list[s
 
 
 def _candidates(text: str) -> list[str]:
-    """A user turn and, when it carries context, the question after its last marker."""
-    out = [text]
+    """The question of a user turn: after the last "Question:" marker of a context prompt
+    (the shared layout), else the whole turn."""
     for marker in _QUESTION_MARKERS:
         if marker in text:
-            out.append(text.rsplit(marker, 1)[1])
-    return out
+            return [text.rsplit(marker, 1)[1]]
+    return [text]
 
 
 @dataclass(frozen=True)
@@ -206,30 +204,48 @@ def training_questions(refs: list[DatasetRef]) -> Iterator[TrainingQuestion]:
                     yield TrainingQuestion(ref.name, ref.path, row, cand)
 
 
-def _similar(a: list[str], b: list[str]) -> float:
-    """Token-sequence similarity in [0, 1], with a cheap length bound first."""
-    if not a or not b or min(len(a), len(b)) / max(len(a), len(b)) < NEAR_MATCH - 0.05:
-        return 0.0
-    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+def _near_threshold() -> float:
+    """The pair generator's near-duplicate threshold, so both sides apply one rule."""
+    import dataclasses
+
+    from ingest.pairs.config import PairsConfig
+
+    field = next(f for f in dataclasses.fields(PairsConfig) if f.name == "near_dup_threshold")
+    return float(field.default)
 
 
 def find_leaks(items: list[QAItem], refs: list[DatasetRef]) -> list[Collision]:
-    """Eval questions equal (after normalisation) or nearly equal to a training user turn."""
-    wanted = [(item, tokens(item.question)) for item in items]
-    exact = {tuple(toks): item for item, toks in wanted if toks}
+    """Eval questions equal or near-equal to a training user turn.
+
+    The rule is the pair generator's eval-leak gate (ingest.pairs): equal after normalisation
+    (case, punctuation, spaces), or character-shingle Jaccard (trigrams; bigrams for Chinese)
+    at or above its near-duplicate threshold. Pairs that passed that gate pass this check.
+    """
+    from ingest.pairs.text import normalise, shingles
+
+    threshold = _near_threshold()
+    grams = [shingles(item.question) for item in items]
+    exact = {normalise(item.question).replace(" ", ""): item for item in items}
+    postings: dict[str, list[int]] = {}
+    for i, gs in enumerate(grams):
+        for g in gs:
+            postings.setdefault(g, []).append(i)
     collisions: dict[int, Collision] = {}
     for tq in training_questions(refs):
-        toks = tokens(tq.text)
-        hit = exact.get(tuple(toks))
-        if hit is not None and hit.line not in collisions:
-            collisions[hit.line] = Collision(hit, tq, "exact")
+        hit = exact.get(normalise(tq.text).replace(" ", ""))
+        if hit is not None:
+            collisions.setdefault(hit.line, Collision(hit, tq, "exact"))
             continue
-        for item, item_toks in wanted:
-            if item.line in collisions:
-                continue
-            ratio = _similar(item_toks, toks)
-            if ratio >= NEAR_MATCH:
-                collisions[item.line] = Collision(item, tq, f"near match {ratio:.2f}")
+        theirs = shingles(tq.text)
+        shared: dict[int, int] = {}
+        for g in theirs:
+            for i in postings.get(g, ()):
+                shared[i] = shared.get(i, 0) + 1
+        for i, n in shared.items():
+            jaccard = n / (len(grams[i]) + len(theirs) - n)
+            if jaccard >= threshold and items[i].line not in collisions:
+                collisions[items[i].line] = Collision(items[i], tq,
+                                                      f"near match, Jaccard {jaccard:.2f}")
     return [collisions[line] for line in sorted(collisions)]
 
 

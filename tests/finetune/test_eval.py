@@ -102,8 +102,8 @@ def test_leak_refused_with_the_colliding_rows_named(workspace, qa_file):
     pairs = [
         {"instruction": "HOW MANY days of paid leave do staff get", "input": "", "output": "x"},
         {"instruction": "Unrelated question about the cafeteria?", "input": "", "output": "y"},
-        {"instruction": "Context:\n[1] drills.md\nFire drills...\n\nQuestion: How often are "
-                        "fire drills usually held?", "input": "", "output": "z"},
+        {"instruction": "Context:\n[1] drills.md\nFire drills...\n\nQuestion: So how often "
+                        "are fire drills held?", "input": "", "output": "z"},
     ]
     (datasets / "pairs.json").write_text(json.dumps(pairs))
     (datasets / "dataset_info.json").write_text(json.dumps({"sft_pairs": {
