@@ -103,7 +103,7 @@ class Collision:
 
     item: QAItem
     found: TrainingQuestion
-    kind: str  # "exact" or "near (0.93)"
+    kind: str  # "exact" or "near match, Jaccard 0.93"
 
 
 class EvalLeakError(RagtuneError):
