@@ -28,12 +28,25 @@ def discover_adapters(runs_dir: Path) -> dict[str, Path]:
             log.warning("skipping adapter %s: run name %r cannot be a model name",
                         adapter_dir, name)
             continue
+        if _unfinished(adapter_dir.parent):
+            continue
         if not any(adapter_dir.glob("adapter_model.*")):
             log.warning("skipping adapter %s: no adapter_model weights (run unfinished?)",
                         adapter_dir)
             continue
         found[name] = adapter_dir
     return found
+
+
+def _unfinished(run_dir: Path) -> bool:
+    """True while the run's status.json says it is still writing (not finished/stopped)."""
+    import json
+
+    try:
+        status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a bare adapter folder (copied in by hand) counts as ready
+    return status.get("status") in {"running", "starting"}
 
 
 def adapter_from_path(path: Path) -> tuple[str, Path] | None:

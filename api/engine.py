@@ -114,6 +114,9 @@ class TransformersGenerator(Engine):
         self._drop_ids = set(tokenizer.all_special_ids) - think
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
         self.finished: Counter[str] = Counter()  # rows by finish reason, for /health and tests
+        self.runs_dir: Path | None = None  # rescanned for adapters of runs finished later
+        self._model_lock = threading.Lock()  # adapter loading vs the generating worker
+        self._last_scan = 0.0
         self._worker = threading.Thread(target=self._loop, name="ragtune-generate", daemon=True)
         self._worker.start()
 
@@ -136,10 +139,35 @@ class TransformersGenerator(Engine):
         adapters = {**discover_adapters(settings.paths.runs_dir), **(extra_adapters or {})}
         log.info("loading %s (%s) with adapters %s", resolved.location, resolved.how,
                  sorted(adapters) or "none")
-        return cls.load(resolved.location, adapters, config or EngineConfig.from_settings(settings))
+        generator = cls.load(resolved.location, adapters,
+                             config or EngineConfig.from_settings(settings))
+        generator.runs_dir = settings.paths.runs_dir
+        return generator
 
     def models(self) -> list[str]:
+        self._load_new_adapters()
         return ["base", *self.adapters]
+
+    def _load_new_adapters(self, min_interval_s: float = 2.0) -> None:
+        """Attach adapters of runs that finished after start-up (rescans at most every 2 s)."""
+        from api.adapters import discover_adapters
+
+        now = time.monotonic()
+        if self.runs_dir is None or now - self._last_scan < min_interval_s:
+            return
+        self._last_scan = now
+        new = {name: path for name, path in discover_adapters(self.runs_dir).items()
+               if name not in self.adapters}
+        for name, path in new.items():
+            with self._model_lock:
+                try:
+                    self.model = _attach_adapter(self.model, name, path)
+                except (OSError, ValueError, RuntimeError, KeyError) as err:
+                    log.warning("adapter %s (%s) not loaded: %s", name, path, err)
+                    continue
+                self.model.eval()
+                self.adapters.append(name)
+            log.info("loaded adapter %s from %s", name, path)
 
     @property
     def queued(self) -> int:
@@ -236,7 +264,8 @@ class TransformersGenerator(Engine):
                 continue
             started = time.perf_counter()
             try:
-                self._run_group(live)
+                with self._model_lock:
+                    self._run_group(live)
             except Exception as err:  # noqa: BLE001 - a failed batch must not kill the worker
                 log.exception("generation failed for a batch of %d", len(live))
                 for job in live:

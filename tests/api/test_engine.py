@@ -117,3 +117,29 @@ def test_r1_generation_prompt_is_part_of_the_output(tiny_qwen2_dir) -> None:
         gen.close()
     assert result.text.startswith("<think>\n")
     assert "".join(streamed[:-1]) == result.text == streamed[-1].text
+
+
+def test_a_run_that_finishes_after_start_up_becomes_a_model(tmp_path, tiny_llama_dir) -> None:
+    import json
+
+    from tests.api.conftest import make_adapter
+
+    ws = tmp_path / "ws"
+    make_adapter(tiny_llama_dir, ws / "runs" / "early" / "adapter", seed=3)
+    settings = settings_for(ws, generator=str(tiny_llama_dir))
+    gen = TransformersGenerator.from_settings(settings, EngineConfig(max_batch_size=4))
+    try:
+        assert gen.models() == ["base", "early"]
+        late = ws / "runs" / "late"
+        make_adapter(tiny_llama_dir, late / "adapter", seed=4)
+        (late / "status.json").write_text(json.dumps({"status": "running"}))
+        gen._last_scan = 0.0
+        assert gen.models() == ["base", "early"]  # still training: not served yet
+        (late / "status.json").write_text(json.dumps({"status": "finished"}))
+        gen._last_scan = 0.0
+        assert gen.models() == ["base", "early", "late"]
+        tuned = gen.complete(req(PROMPTS[0], "late", n=5)).text
+        base = gen.complete(req(PROMPTS[0], "base", n=5)).text
+        assert tuned != base  # the late adapter is really applied, the base stays the base
+    finally:
+        gen.close()
