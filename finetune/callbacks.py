@@ -62,8 +62,8 @@ class RunLogCallback(TrainerCallback):
         log.info("step %d/%d %s", state.global_step, state.max_steps,
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in record.items() if k not in ("step", "time")))
-        update_status(self.paths, step=state.global_step, max_steps=state.max_steps,
-                      loss=record.get("loss"), tokens_per_s=record.get("tokens_per_s"))
+        latest = {k: record[k] for k in ("loss", "eval_loss", "tokens_per_s") if k in record}
+        update_status(self.paths, step=state.global_step, max_steps=state.max_steps, **latest)
         if "eval_loss" in record:
             self.plot()
 
@@ -86,8 +86,11 @@ class ProgressCallback(TrainerCallback):
         self.enabled = enabled
         self.bar: Any = None
         self._start: tuple[float, int] = (0.0, 0)
+        self._first_step = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start = (time.perf_counter(), int(state.num_input_tokens_seen or 0))
+        self._first_step = state.global_step
         if not (self.enabled and state.is_world_process_zero and sys.stderr.isatty()):
             return
         from tqdm.auto import tqdm
@@ -102,7 +105,11 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
-        if self.bar is None or not logs:
+        if not logs or not state.is_world_process_zero:
+            return
+        if self.bar is None:
+            if self.enabled and "loss" in logs:
+                self.print_line(state, logs)
             return
         post = {}
         if "loss" in logs:
@@ -115,6 +122,16 @@ class ProgressCallback(TrainerCallback):
             post["val"] = f"{logs['eval_loss']:.3f}"
         if post:
             self.bar.set_postfix(post, refresh=False)
+
+    def print_line(self, state: Any, logs: dict[str, Any]) -> None:
+        """Without a terminal (pipes, --detach): one line per logging step, with tokens/s and ETA."""
+        elapsed = time.perf_counter() - self._start[0]
+        tokens = int(state.num_input_tokens_seen or 0) - self._start[1]
+        done = state.global_step - self._first_step
+        eta = elapsed / done * (state.max_steps - state.global_step) if done > 0 else 0.0
+        rate = f"{tokens / elapsed:.0f} tok/s" if elapsed > 0 and tokens > 0 else "- tok/s"
+        print(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} {rate} "
+              f"eta {int(eta // 60)}m{int(eta % 60):02d}s", file=sys.stderr, flush=True)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:
@@ -133,37 +150,56 @@ class NanGuardCallback(TrainerCallback):
 
 
 class LossTrendCallback(TrainerCallback):
-    """Warns when the training loss did not fall over the first epoch (or the whole short run)."""
+    """Warns when the loss did not fall over the first epoch (or over a run shorter than that).
+
+    The validation loss decides when there is one (the same examples each time, measured
+    before the first step too); otherwise the mean training loss of the two halves is compared.
+    """
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.steps_per_epoch = max(steps_per_epoch, 1)
-        self.losses: list[tuple[int, float]] = []
+        self.losses: list[float] = []
+        self.evals: list[float] = []
         self.checked = False
         self.warning: str | None = None
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
-        if logs and "loss" in logs and is_finite(logs["loss"]):
-            self.losses.append((state.global_step, float(logs["loss"])))
-        if not self.checked and state.global_step >= self.steps_per_epoch:
+        if state.global_step > self.window(args) or not logs:
+            return
+        for key, bucket in (("loss", self.losses), ("eval_loss", self.evals)):
+            if key in logs and is_finite(logs[key]):
+                bucket.append(float(logs[key]))
+
+    def window(self, args: Any) -> int:
+        """The first epoch, but at least 8 logged steps when epochs are tiny."""
+        return max(self.steps_per_epoch, 8 * int(args.logging_steps))
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.window(args):
             self.check(state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self.checked:
-            self.check(state)
+        self.check(state)
 
     def check(self, state: Any) -> None:
-        first = [v for s, v in self.losses if s <= self.steps_per_epoch]
-        if len(first) < 4 or self.checked:
+        if self.checked:
+            return
+        if len(self.evals) >= 2:
+            start, end, what = self.evals[0], self.evals[-1], "validation"
+        elif len(self.losses) >= 8:
+            half = len(self.losses) // 2
+            start = sum(self.losses[:half]) / half
+            end = sum(self.losses[half:]) / (len(self.losses) - half)
+            what = "training"
+        else:
             return
         self.checked = True
-        k = max(1, len(first) // 4)
-        start, end = sum(first[:k]) / k, sum(first[-k:]) / k
-        if end < start * 0.98:
+        if end < start * 0.99:
             return
         self.warning = (
-            f"the training loss did not fall over the first epoch ({start:.3f} -> {end:.3f}). "
-            "Usual remedies: raise --learning_rate (LoRA typically 1e-4 to 5e-4), train longer "
+            f"the {what} loss did not fall over the first epoch ({start:.3f} -> {end:.3f}). "
+            "Usual remedies: raise --learning_rate (LoRA typically 1e-4 to 1e-3), train longer "
             "(--num_train_epochs / --max_steps), check that the answers in the dataset are "
             "consistent and that --cutoff_len does not cut them off")
         if state.is_world_process_zero:

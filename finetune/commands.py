@@ -39,8 +39,13 @@ def merge(name: str, workspace: Path | None = None, output: Path | None = None,
 
     Writes <workspace>/models/<name>-merged/ (or --output): safetensors weights, tokenizer,
     chat template and generation config, loadable by transformers without peft and servable
-    by vLLM or Ollama. `--base` names the unquantized base when the run trained on a
-    quantized one (merging into quantized weights is refused).
+    by vLLM or Ollama. Merging into a quantized base is refused.
+
+    Args:
+        name: the run to merge (see `ragtune runs`).
+        workspace: workspace directory (default: the RAGTUNE_WORKSPACE setting).
+        output: where to write the model (default: <workspace>/models/<name>-merged).
+        base: the unquantized base model (dir or HF id) when the run trained on a quantized one.
     """
     from finetune.merge import merge_run
 
@@ -53,7 +58,12 @@ def merge(name: str, workspace: Path | None = None, output: Path | None = None,
 
 
 def runs(json: bool = False, workspace: Path | None = None) -> int:
-    """List fine-tuning runs: status, step, last loss, validation loss and tokens/s."""
+    """List fine-tuning runs: status, step, last loss, validation loss and tokens/s.
+
+    Args:
+        json: print the list as JSON.
+        workspace: workspace directory (default: the RAGTUNE_WORKSPACE setting).
+    """
     import json as jsonlib
 
     from finetune.runs import list_runs
@@ -78,7 +88,14 @@ def _num(value: object, digits: int = 3) -> str:
 
 
 def tail(name: str, workspace: Path | None = None, follow: bool = True, lines: int = 20) -> int:
-    """Show a run's log; with --follow (default) keep printing until the run ends."""
+    """Show a run's log; with --follow (default) keep printing until the run ends.
+
+    Args:
+        name: the run to show (see `ragtune runs`).
+        workspace: workspace directory (default: the RAGTUNE_WORKSPACE setting).
+        follow: keep printing new lines while the run is running.
+        lines: how many of the last lines to show first.
+    """
     from finetune.runs import RunPaths, effective_status, read_status
 
     paths = RunPaths(_workspace(workspace).runs_dir / name)

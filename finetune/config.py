@@ -33,7 +33,13 @@ RESUME_KEYS = ("stage", "model", "dataset", "eval_dataset", "val_ratio", "max_sa
 
 @dataclass
 class FinetuneConfig:
-    """LoRA fine-tuning of a causal LM (SFT, DPO or KTO); one field per `--flag`."""
+    """Fine-tune a chat model with LoRA (SFT, DPO or KTO) into <workspace>/runs/<name>/.
+
+    Starting the same command again resumes a killed run from its last checkpoint; a finished
+    run says so (--overwrite retrains it). --detach runs in the background (follow it with
+    `ragtune runs tail NAME`); --nproc N trains with N data-parallel processes (torchrun).
+    Shipped configs: configs/finetune/*.yaml.
+    """
 
     name: str = "ragtune-lora"  # run name: output goes to <workspace>/runs/<name>/
     stage: Stage = "sft"  # sft | dpo | kto
@@ -63,6 +69,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False  # trade compute for memory (long cutoff_len on a GPU)
     logging_steps: int = 5
     eval_steps: int = 50  # validation loss every N steps (0: only at the end)
+    eval_on_start: bool = True  # validation loss before the first step too (the curve's baseline)
     save_steps: int = 50  # checkpoint every N steps
     save_total_limit: int = 2  # keep the last K checkpoints
     seed: int = 42

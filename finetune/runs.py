@@ -169,6 +169,18 @@ def last_value(records: list[dict[str, Any]], key: str) -> Any:
     return next((r[key] for r in reversed(records) if r.get(key) is not None), None)
 
 
+def smooth(values: list[float]) -> list[float]:
+    """Exponential moving average, stronger for longer runs (as LLaMA-Factory's plots)."""
+    import math
+
+    weight = 1.8 * (1 / (1 + math.exp(-0.05 * len(values)))) - 0.9
+    out, last = [], values[0]
+    for value in values:
+        last = last * weight + (1 - weight) * value
+        out.append(last)
+    return out
+
+
 def plot_loss(records: list[dict[str, Any]], out: Path, title: str = "") -> Path | None:
     """Train and validation loss against step, as a PNG (matplotlib, no display needed)."""
     train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
@@ -182,7 +194,10 @@ def plot_loss(records: list[dict[str, Any]], out: Path, title: str = "") -> Path
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     if train:
-        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
+        steps, values = zip(*train, strict=True)
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, label="train loss")
+        if len(values) >= 5:
+            ax.plot(steps, smooth(list(values)), color="tab:blue", label="train loss (smoothed)")
     if evals:
         ax.plot(*zip(*evals, strict=True), "o-", label="validation loss", color="tab:orange")
     ax.set_xlabel("step")

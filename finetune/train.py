@@ -80,7 +80,8 @@ def check_resume_compatible(cfg: FinetuneConfig, paths: RunPaths) -> None:
     if not paths.run_config.is_file():
         return
     old = (yaml.safe_load(paths.run_config.read_text(encoding="utf-8")) or {})
-    changed = [k for k in RESUME_KEYS if k in old and _norm(old[k]) != _norm(getattr(cfg, k))]
+    changed = [k for k in RESUME_KEYS
+               if k in old and _norm(k, old[k]) != _norm(k, getattr(cfg, k))]
     if changed:
         diffs = ", ".join(f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ConfigError(changed[0], getattr(cfg, changed[0]),
@@ -88,7 +89,11 @@ def check_resume_compatible(cfg: FinetuneConfig, paths: RunPaths) -> None:
                           "with the same settings, retrain with --overwrite, or use another --name")
 
 
-def _norm(value: Any) -> Any:
+def _norm(key: str, value: Any) -> Any:
+    """Compare settings as resolved: a relative and an absolute path to one file are equal."""
+    if key in ("dataset", "eval_dataset", "model", "adapter") and value:
+        parts = [p.strip() for p in str(value).split(",")]
+        return ",".join(str(Path(p).resolve()) if Path(p).exists() else p for p in parts)
     return str(value) if isinstance(value, Path) else value
 
 
@@ -241,7 +246,8 @@ def build_data(cfg: FinetuneConfig, tokenizer: Any, train: list[Any], evals: lis
 
 # ------------------------------------------------------------------ Trainer set-up
 
-def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bool) -> Any:
+def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bool,
+                  resuming: bool = False) -> Any:
     """TrainingArguments from the config (checkpoints under runs/<name>/checkpoints)."""
     import torch
     from transformers import TrainingArguments
@@ -260,6 +266,7 @@ def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bo
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_every else "no",
         eval_steps=cfg.eval_steps if eval_every else None,
+        eval_on_start=has_eval and cfg.eval_on_start and not resuming,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=dtype == "bf16", fp16=dtype == "fp16", use_cpu=not cuda,
@@ -272,7 +279,7 @@ def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bo
 
 
 def make_trainer(cfg: FinetuneConfig, paths: RunPaths, model: Any, data: dict, dtype: str,
-                 extra_callbacks: tuple = ()) -> tuple[Any, Any]:
+                 extra_callbacks: tuple = (), resuming: bool = False) -> tuple[Any, Any]:
     """The Trainer with ragtune's callbacks in place of the default printer/progress bar."""
     import math
 
@@ -281,7 +288,7 @@ def make_trainer(cfg: FinetuneConfig, paths: RunPaths, model: Any, data: dict, d
     from finetune.callbacks import (LossTrendCallback, NanGuardCallback, ProgressCallback,
                                     RunLogCallback)
 
-    args = training_args(cfg, paths, dtype, data["eval"] is not None)
+    args = training_args(cfg, paths, dtype, data["eval"] is not None, resuming)
     _, world_size = world()
     per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world_size
     trend = LossTrendCallback(math.ceil(len(data["train"]) / per_step))
@@ -414,16 +421,16 @@ def _train(cfg: FinetuneConfig, paths: RunPaths, ws: Any, base: Any, adapter: Pa
     dtype = compute_dtype(cfg)
     set_seed(cfg.seed)  # LoRA init is random: same seed, same start
     model = load_model(base.location, dtype, cfg, adapter)
-    trainer, trend = make_trainer(cfg, paths, model, data, dtype, callbacks)
+    resume = last_checkpoint(paths.checkpoints, remove_partial=rank == 0)
+    trainer, trend = make_trainer(cfg, paths, model, data, dtype, callbacks, resume is not None)
     if data.get("prepare"):
         data["prepare"](trainer)
     if rank == 0:
         write_run_config(cfg, paths, resolved_block(cfg, ws, base, adapter, dtype, data))
-    resume = last_checkpoint(paths.checkpoints, remove_partial=rank == 0)
     if resume is not None:
         log.warning("resuming run %s from %s", cfg.name, resume.name)
-        if rank == 0:
-            rewind_log(paths, checkpoint_step(resume))
+    if rank == 0:  # records after the checkpoint (all of them when starting over) are redone
+        rewind_log(paths, checkpoint_step(resume) if resume is not None else 0)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except NonFiniteLoss as err:

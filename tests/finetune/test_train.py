@@ -84,8 +84,9 @@ def test_tiny_llama_loss_falls_and_outputs_are_written(llama_run: RunPaths) -> N
     assert ckpts == ["checkpoint-12", "checkpoint-6"]
     records = read_log(llama_run.trainer_log)
     assert {"step", "loss", "lr", "tokens", "tokens_per_s"} <= set(records[-2]) | set(records[-1])
-    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-    assert len(evals) == 2 and evals[-1] < evals[0]  # validation loss at each interval
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    assert [s for s, _ in evals] == [0, 6, 12]  # before training, then at each interval
+    assert evals[-1][1] < evals[0][1]
     assert llama_run.loss_png.stat().st_size > 5000
     assert llama_run.loss_png.read_bytes()[:4] == b"\x89PNG"
     status = read_status(llama_run)
@@ -195,3 +196,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_llama_dir: Path,
     status = read_status(paths)
     assert status["status"] == "failed" and "checkpoint-2" in status["message"]
     assert not paths.adapter.exists()
+
+
+def test_flat_loss_warns_with_remedies(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_sft(tmp_path / "sft.json", n=8)
+    cfg = tiny_cfg(tiny_llama_dir, data, tmp_path / "ws", name="flat", learning_rate=1e-9,
+                   max_steps=8, per_device_batch_size=2, save_steps=100)
+    result = train(cfg)
+    assert result.warning and "did not fall" in result.warning
+    assert "--learning_rate" in result.warning and "--max_steps" in result.warning
+    assert "did not fall" in read_status(result.paths)["message"]
