@@ -145,6 +145,13 @@ def config_command(cls: type, runner: Callable[[Any], int | None]) -> Callable[.
     return _edge(command, signature=False)
 
 
+def _typer(help_text: str, **options: Any) -> typer.Typer:
+    """A command group with ragtune's defaults (-h, no shell completion, plain tracebacks)."""
+    options.setdefault("no_args_is_help", True)
+    return typer.Typer(context_settings=CONTEXT, add_completion=False,
+                       pretty_exceptions_enable=False, help=help_text, **options)
+
+
 def build_app() -> typer.Typer:
     """Assemble the command tree (imports of stage command modules are light)."""
     from api.commands import serve
@@ -155,9 +162,7 @@ def build_app() -> typer.Typer:
     from retrieval.commands import search
     from ui.commands import ui
 
-    app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False,
-                      help="ragtune: documents in, domain-expert assistant out.")
+    app = _typer("ragtune: documents in, domain-expert assistant out.")
     app.command("models")(_edge(models))
     app.command("ingest")(_edge(ingest))
     app.command("search")(_edge(search))
@@ -175,9 +180,7 @@ def _feedback_app() -> typer.Typer:
     """`feedback export|stats`: likes and A-vs-B choices as DPO/KTO datasets."""
     from finetune.feedback_commands import export, stats
 
-    sub = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False,
-                      help="Turn likes, dislikes and A-vs-B choices into DPO/KTO datasets.")
+    sub = _typer("Turn likes, dislikes and A-vs-B choices into DPO/KTO datasets.")
     sub.command("export")(_edge(export))
     sub.command("stats")(_edge(stats))
     return sub
@@ -188,9 +191,7 @@ def _finetune_app() -> typer.Typer:
     from finetune.commands import merge, run
     from finetune.config import FinetuneConfig
 
-    sub = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False,
-                      help="Fine-tune with LoRA (SFT, DPO, KTO) and merge adapters.")
+    sub = _typer("Fine-tune with LoRA (SFT, DPO, KTO) and merge adapters.")
     sub.command("run")(config_command(FinetuneConfig, run))
     sub.command("merge")(_edge(merge))
     return sub
@@ -200,8 +201,7 @@ def _runs_app() -> typer.Typer:
     """`runs [--json]` lists runs; `runs tail NAME` follows one."""
     from finetune.commands import runs, tail
 
-    sub = typer.Typer(context_settings=CONTEXT, add_completion=False, invoke_without_command=True,
-                      pretty_exceptions_enable=False, help=_doc_parts(runs)[0])
+    sub = _typer(_doc_parts(runs)[0], no_args_is_help=False, invoke_without_command=True)
     listing = _edge(runs)
 
     def callback(ctx: typer.Context, **kwargs: Any) -> None:
