@@ -53,7 +53,8 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
 
     from finetune.eval_report import render_tables
 
-    console = Console(file=sys.stdout)
+    # Piped or redirected output gets a fixed width wide enough for every column.
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     console.print(render_tables(result.configurations, result.retrieval, result.k, result.notes))
     print(f"results, answers and chart in {out_dir}", flush=True)
     return 0

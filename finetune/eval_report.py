@@ -90,7 +90,7 @@ def render_tables(configurations: list[dict], retrieval: list[dict], k: int,
                         _fmt(c["hit"]), f"{c['seconds']:.0f}")
     parts: list[Any] = [answers]
     if retrieval:
-        table = Table(title=f"Retrieval ablation (expected source in the top {k})",
+        table = Table(title=f"Retrieval ablation (k={k})",
                       box=box.SIMPLE_HEAD, title_justify="left")
         table.add_column("mode", no_wrap=True)
         for metric in RETRIEVAL_METRICS:
