@@ -1,6 +1,6 @@
 """Training throughput and memory: ragtune's trainer vs a plain HF Trainer + peft with padding.
 
-    .venv/bin/python bench/bench_train.py [--examples 24] [--cutoff 1024] [--repeat 1]
+    .venv/bin/python bench/bench_train.py [--examples 8] [--cutoff 1024] [--repeat 1]
 
 Same model (the embedded SmolLM2-135M-Instruct), same examples (a seeded sample of the shipped
 SFT pairs in data/sft), same LoRA (rank 8, all linear layers), fp32, same learning rate, one pass
@@ -156,9 +156,10 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--examples", type=int, default=24, help="SFT pairs trained (one pass)")
+    parser.add_argument("--examples", type=int, default=8, help="SFT pairs trained (one pass)")
     parser.add_argument("--cutoff", type=int, default=1024, help="cutoff_len / packed row length")
-    parser.add_argument("--batch", type=int, default=4, help="baseline examples per step")
+    parser.add_argument("--batch", type=int, default=2,
+                        help="baseline examples per step (2: LLaMA-Factory web UI default)")
     parser.add_argument("--rows", type=int, default=2, help="ragtune packed rows per step")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side (best is kept)")
     parser.add_argument("--threads", type=int, default=1,

@@ -162,6 +162,33 @@ def resolve_adapter(cfg: FinetuneConfig, ws: Any) -> Path | None:
                              f"(see `ragtune runs`) or a directory with adapter_config.json")
 
 
+def check_adapter_base(adapter: Path, location: str) -> None:
+    """Warn when the starting adapter was trained on another base model than this run's."""
+    import json
+
+    trained_on = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get(
+        "base_model_name_or_path") or ""
+    same = trained_on == location or (Path(trained_on).is_dir() and Path(location).is_dir()
+                                      and Path(trained_on).resolve() == Path(location).resolve())
+    if trained_on and not same:
+        log.warning("adapter %s was trained on %s, this run's base model is %s", adapter,
+                    trained_on, location)
+
+
+def packed_attention() -> str:
+    """Attention for packed rows: flash-attention's varlen kernel when installed on a GPU,
+    else causal SDPA per packed example (finetune.attention)."""
+    import importlib.util
+
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    from finetune.attention import register
+
+    return register()
+
+
 def load_model(location: str, dtype: str, cfg: FinetuneConfig, adapter: Path | None) -> Any:
     """The base model with a trainable LoRA adapter (fresh, or loaded from `adapter`)."""
     import torch
@@ -169,7 +196,9 @@ def load_model(location: str, dtype: str, cfg: FinetuneConfig, adapter: Path | N
     from transformers import AutoModelForCausalLM
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
+    kwargs = {"attn_implementation": packed_attention()} if cfg.packing and cfg.stage == "sft" \
+        else {}
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -388,6 +417,8 @@ def train(cfg: FinetuneConfig, callbacks: tuple = (), *, prechecked: bool = Fals
     train_ex, eval_ex = load_examples(cfg, ws)  # fails on a bad row before any model loads
     adapter = resolve_adapter(cfg, ws)
     base = resolve_generator(cfg.model, ws.models_dir)
+    if adapter is not None:
+        check_adapter_base(adapter, base.location)
     paths.root.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         log_file = setup_logging(paths.root, "train")
@@ -430,7 +461,7 @@ def _train(cfg: FinetuneConfig, paths: RunPaths, ws: Any, base: Any, adapter: Pa
     if resume is not None:
         log.warning("resuming run %s from %s", cfg.name, resume.name)
     if rank == 0:  # records after the checkpoint (all of them when starting over) are redone
-        rewind_log(paths, checkpoint_step(resume) if resume is not None else 0)
+        rewind_log(paths, checkpoint_step(resume) if resume is not None else -1)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except NonFiniteLoss as err:

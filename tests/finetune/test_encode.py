@@ -121,6 +121,17 @@ def test_packed_samples_do_not_attend_to_each_other(tiny_llama_dir: Path, llama_
             torch.testing.assert_close(packed[a:b], alone, atol=1e-5, rtol=1e-4)
     later = starts[1]
     assert not torch.allclose(naive[later:], packed[later:], atol=1e-3)
+    # ragtune's packed attention (causal SDPA per example) gives the same logits, with or
+    # without a KV cache (transformers' own packed-mask detection is off when a cache exists).
+    from finetune.attention import register
+
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32,
+                                                attn_implementation=register()).eval()
+    with torch.no_grad():
+        for use_cache in (False, True):
+            logits = ours(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                          use_cache=use_cache).logits[0]
+            torch.testing.assert_close(logits, packed, atol=1e-5, rtol=1e-4)
 
 
 def test_packed_loss_equals_token_weighted_mean(tiny_llama_dir: Path, llama_tok) -> None:
