@@ -72,6 +72,8 @@ def merge_run(name: str, workspace: Path | None = None, output: Path | None = No
             {"merged_from": {"base": location, "adapter": str(paths.adapter.resolve()),
                              "run": name}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
             indent=2) + "\n", encoding="utf-8")
+        for item in tmp.iterdir():  # safetensors writes 0600; servers may run as another user
+            item.chmod(0o644)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -424,6 +425,8 @@ def train(cfg: FinetuneConfig, callbacks: tuple = (), *, prechecked: bool = Fals
         log_file = setup_logging(paths.root, "train")
         update_status(paths, name=cfg.name, stage=cfg.stage, status="running", pid=os.getpid(),
                       started=time.strftime("%Y-%m-%dT%H:%M:%S"), log=str(log_file), message=None)
+        print(f"run {cfg.name!r} ({cfg.stage}, {base.location}) -> {paths.root}\n  log: {log_file}",
+              file=sys.stderr, flush=True)
     try:
         return _train(cfg, paths, ws, base, adapter, train_ex, eval_ex, callbacks)
     except BaseException as err:
