@@ -132,7 +132,7 @@ class FinetuneConfig:
                 raise ConfigError(key, value, "must be a positive number")
         if self.learning_rate >= 1:
             raise ConfigError("learning_rate", self.learning_rate,
-                              "far too large for LoRA (typical: 5e-5 to 5e-4)")
+                              "far too large for LoRA (typical: 5e-5 to 1e-3)")
         if self.cutoff_len < 16:
             raise ConfigError("cutoff_len", self.cutoff_len, "must be at least 16 tokens")
         if self.max_steps == 0 or self.max_steps < -1:

@@ -144,6 +144,9 @@ def compute_dtype(cfg: FinetuneConfig) -> str:
     """fp32 on CPU; bf16 where the GPU supports it, else fp16 (when compute_type is auto)."""
     import torch
 
+    if cfg.compute_type == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("compute_type", "fp16", "fp16 mixed precision needs a CUDA GPU; use "
+                          "fp32 (or bf16) on a CPU")
     if cfg.compute_type != "auto":
         return cfg.compute_type
     if torch.cuda.is_available():
