@@ -108,6 +108,7 @@ def load_yaml_config(path: Path, cls: type) -> dict[str, Any]:
         raise ConfigError("--config", str(path), f"cannot read YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError("--config", str(path), "the file must hold a mapping of field: value")
+    data.pop("resolved", None)  # what a run recorded about itself (runs/NAME/run_config.yaml)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

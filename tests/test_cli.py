@@ -67,3 +67,12 @@ def test_console_scripts_short_forms(repo_root: Path) -> None:
                               cwd=repo_root, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr
         assert expected in proc.stdout
+
+
+def test_a_runs_own_config_is_accepted_as_config(tmp_path: Path) -> None:
+    from finetune.config import FinetuneConfig
+    from ragtune.cli import load_yaml_config
+
+    cfg = tmp_path / "run_config.yaml"
+    cfg.write_text("name: x\nmax_steps: 3\nresolved:\n  model_location: /m\n")
+    assert load_yaml_config(cfg, FinetuneConfig) == {"name": "x", "max_steps": 3}
