@@ -7,7 +7,7 @@ from pathlib import Path
 
 def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
              url: str | None = None, json: bool = False, workspace: Path | None = None,
-             k: int = 5, limit: int | None = None, max_new_tokens: int = 64,
+             k: int = 5, top_k: int = 4, limit: int | None = None, max_new_tokens: int = 64,
              modes: str = "dense,bm25,hybrid", reranker: str | None = None,
              batch_size: int = 16) -> int:
     """Measure what tuning and retrieval buy: base, base+RAG, tuned, tuned+RAG, and retrieval.
@@ -28,7 +28,8 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
         url: a running ragtune server (e.g. http://127.0.0.1:8000) to ask instead of loading models.
         json: print the results as JSON on stdout instead of tables.
         workspace: workspace directory (default: settings).
-        k: passages per prompt and depth of the retrieval metrics.
+        k: depth of the retrieval metrics (hit@k, recall@k, MRR).
+        top_k: passages in the +RAG prompts (as /ask's default, and the RAFT training rows).
         limit: evaluate only the first N questions.
         max_new_tokens: answer length cap.
         modes: retrieval ablation modes, comma-separated ("" skips the ablation).
@@ -41,7 +42,7 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
     from finetune.eval_run import run
     from finetune.evaluate import EvalConfig
 
-    cfg = EvalConfig(qa=qa, models=model, k=k, modes=modes, reranker=reranker,
+    cfg = EvalConfig(qa=qa, models=model, k=k, top_k=top_k, modes=modes, reranker=reranker,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, url=url,
                      limit=limit, json=json, workspace=workspace)
     result, out_dir = run(cfg)

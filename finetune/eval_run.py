@@ -48,7 +48,7 @@ def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retrie
                                                                 cfg.batch_size),
                                         request_timeout_s=EVAL_TIMEOUT_S)
     assistant = Assistant(load_generator(settings, engine), retriever,
-                          AssistantConfig.from_settings(settings, top_k=cfg.k))
+                          AssistantConfig.from_settings(settings, top_k=cfg.top_k))
     return AssistantAnswerer(assistant), retriever
 
 

@@ -36,7 +36,8 @@ class EvalConfig:
 
     qa: Path = Path("data/eval/qa.jsonl")  # eval questions: {"question","answer","source"} lines
     models: str = "base,latest"  # comma-separated: base, run names, "latest" (newest run)
-    k: int = 5  # passages given to the model and depth of the retrieval metrics
+    k: int = 5  # depth of the retrieval metrics (hit@k, recall@k, MRR)
+    top_k: int = 4  # passages given to the model in the +RAG rows (/ask's default)
     modes: str = "dense,bm25,hybrid"  # retrieval ablation modes ("" to skip the ablation)
     rerank: bool = True  # add hybrid + cross-encoder reranker when one is available offline
     reranker: str | None = None  # a cross-encoder dir or cached HF id (default: look in the cache)
@@ -51,6 +52,8 @@ class EvalConfig:
         self.qa = Path(self.qa)
         if not 1 <= self.k <= 50:
             raise ConfigError("k", self.k, "must be between 1 and 50")
+        if not 1 <= self.top_k <= 50:
+            raise ConfigError("top_k", self.top_k, "must be between 1 and 50")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", self.max_new_tokens, "must be at least 1")
         if self.batch_size < 1:
@@ -205,7 +208,7 @@ def answer_all(items: Sequence[QAItem], answerer: Answerer, confs: Sequence[Conf
             for start in range(0, len(items), cfg.batch_size):
                 batch = items[start:start + cfg.batch_size]
                 replies = answerer.answer([i.question for i in batch], model=conf.model,
-                                          use_rag=conf.use_rag, top_k=cfg.k,
+                                          use_rag=conf.use_rag, top_k=cfg.top_k,
                                           max_new_tokens=cfg.max_new_tokens)
                 rows += [_row(conf, item, reply, cfg.k)
                          for item, reply in zip(batch, replies, strict=True)]

@@ -1,7 +1,8 @@
 """Answer and retrieval metrics for `ragtune eval`, for English and Chinese alike.
 
 Answers: exact match, token F1 and ROUGE-L compare the final answer (the text after
-"Answer:" when the model uses the cited layout, citation markers removed) with the
+"Answer:" if any, without the `[n]: "quote"` evidence lines of the cited layout and without
+citation markers) with the
 reference; containment asks whether the normalised reference appears anywhere in the reply.
 Chinese is compared character by character (each CJK ideograph is a token, Latin words and
 numbers stay whole), English word by word (SQuAD normalisation: lower case, no punctuation,
@@ -26,6 +27,7 @@ _CJK = "\u4e00-\u9fff\u3400-\u4dbf"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _ARTICLES = {"a", "an", "the"}
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+_EVIDENCE = re.compile(r'^\s*\[\d{1,3}\]\s*[:：]\s*["“「].*$', re.MULTILINE)
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 _ANSWER_PREFIX = re.compile(r"(?:^|\n|\s)(?:answer|final answer|答案|回答)\s*[:：]\s*", re.IGNORECASE)
 
@@ -46,8 +48,9 @@ def strip_reasoning(text: str) -> str:
 
 
 def extract_answer(text: str) -> str:
-    """The final answer of a reply: after the last "Answer:" if any, without [n] markers."""
-    text = strip_reasoning(text)
+    """The final answer of a reply: after the last "Answer:" if any, without the evidence
+    lines (`[n]: "quote"`) and [n] markers."""
+    text = _EVIDENCE.sub("", strip_reasoning(text)).strip()
     parts = _ANSWER_PREFIX.split(text)
     answer = parts[-1] if len(parts) > 1 else text
     answer = _CITATION.sub("", answer)

@@ -13,8 +13,9 @@ from ragtune.types import ChatMessage
 
 DEFAULT_SYSTEM = (
     "You are {name}, the assistant of {organisation}. Answer the question. When context "
-    "passages are given, answer only from them, quote the passage you rely on and cite it "
-    "as [n]. If the passages do not contain the answer, say that you do not know.")
+    "passages are given, answer only from them, cite the passage you rely on as [n] and quote "
+    "its supporting sentence. If the passages do not contain the answer, say that you do not "
+    "know.")
 
 NO_ANSWER = "I don't know: the documents I have do not answer this question."
 NO_ANSWER_ZH = "我不知道：现有文档中没有这个问题的答案。"
@@ -59,9 +60,15 @@ def build_messages(question: str, passages: Sequence[Passage] | None = None,
     return messages
 
 
-def cited_answer(quote: str, answer: str, n: int) -> str:
-    """RAFT-style answer: quote the supporting sentence with its marker, then answer."""
-    return f"[{n}] says: \"{quote.strip()}\"\nAnswer: {answer.strip()} [{n}]"
+def cited_answer(answer: str, n: int, quote: str = "") -> str:
+    """RAFT-style answer, answer first: `answer [n]`, then the supporting sentence as
+    `[n]: "quote"` when it adds to the answer. Answer first, so that a short token budget still
+    holds the answer and the UI can show it on its own line."""
+    answer, quote = answer.strip(), quote.strip()
+    head = f"{answer} [{n}]"
+    if len(quote) < 12 or quote.rstrip(".。") in answer:
+        return head  # no sentence, or one the answer already holds
+    return f'{head}\n[{n}]: "{quote}"'
 
 
 def is_chinese(text: str) -> bool:

@@ -3,8 +3,8 @@
 A context row's user turn is `ragtune.prompts.user_prompt(question, passages)`, the layout /ask
 uses at serving time: the oracle chunk among k distractor chunks (from other documents when
 there are any), in shuffled order. The oracle is kept in a fraction `oracle_p` of rows; its
-answer quotes the supporting sentence with its [n] marker (`cited_answer`). Rows without the
-oracle hold k+1 distractors, so every row has the same number of passages as a retrieval; their
+answer comes first with its [n] marker, then the supporting sentence (`cited_answer`). Rows
+without the oracle hold k+1 distractors, so every row has the same number of passages as a retrieval; their
 answer is, by default, still the ground truth without a citation, as in RAFT, which pushes the
 domain knowledge into the weights (`no_oracle_answer="refuse"` teaches the NO_ANSWER sentence
 instead, for deployments that must never answer beyond the context).
@@ -63,7 +63,7 @@ def context_row(pair: QAPair, oracle: Chunk, pool: DistractorPool, cfg: PairsCon
         passages.append(oracle)
         rng.shuffle(passages)
         n = next(i for i, p in enumerate(passages, start=1) if p.id == oracle.id)
-        output = cited_answer(pair.quote, pair.short or pair.answer, n)
+        output = cited_answer(pair.short or pair.answer, n, pair.quote)
         kind = "context"
     else:
         if cfg.no_oracle_answer == "refuse":

@@ -77,7 +77,7 @@ def test_entry_function_on_tiny_model_with_index_adapter_and_reranker(ingested, 
 
     qa = write_qa(tmp_path / "qa.jsonl")
     reranker = save_tiny_cross_encoder(tmp_path / "cross-encoder")
-    code = evaluate(qa=qa, model="base,latest", k=2, max_new_tokens=4, reranker=str(reranker))
+    code = evaluate(qa=qa, model="base,latest", k=2, top_k=2, max_new_tokens=4, reranker=str(reranker))
     out = capsys.readouterr().out
     assert code == 0
     for name in ("base+RAG", "run1+RAG", "dense", "bm25", "hybrid", "hybrid+rerank"):

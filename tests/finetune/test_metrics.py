@@ -16,8 +16,12 @@ def test_normalisation_and_tokens_english_and_chinese():
 
 
 def test_extract_answer_takes_the_cited_layout_apart():
-    reply = cited_answer("Fire drills are held monthly.", "Monthly", 2)
+    reply = cited_answer("Monthly", 2, "Fire drills are held monthly.")
+    assert reply == 'Monthly [2]\n[2]: "Fire drills are held monthly."'
     assert m.extract_answer(reply) == "Monthly"
+    assert cited_answer("Fire drills are held monthly", 1, "Fire drills are held monthly.") \
+        == "Fire drills are held monthly [1]"  # no quote that repeats the answer
+    assert m.extract_answer('每月一次 [1]\n[1]：「消防演习每月举行一次。」') == "每月一次"
     assert m.extract_answer("<think>let me see</think>Paris [1]") == "Paris"
     assert m.extract_answer("答案：三十天 [1]") == "三十天"
 

@@ -123,7 +123,8 @@ def test_raft_layout_matches_serving_prompt():
         assert row["instruction"] == user_prompt(pair.question, shown)
         n = next(i for i, c in enumerate(shown, 1) if c.id == chunk.id)
         assert all(c.source != chunk.source for c in shown if c.id != chunk.id)  # other docs
-        assert row["output"] == cited_answer(pair.quote, pair.short, n)
+        assert row["output"] == cited_answer(pair.short, n, pair.quote)
+        assert row["output"].startswith(f"{pair.short.strip()} [{n}]")  # the answer comes first
         assert pair.quote in blocks[n - 1]
         assert row["system"] == system and row["kind"] == "context"
 
@@ -141,7 +142,7 @@ def test_raft_oracle_share_and_position_are_random_but_seeded():
         # RAFT: without the oracle the answer is still the ground truth, and k+1 passages shown
         assert all(r["output"].startswith("value ") for r in dropped)
         assert all(len(re.findall(r"^\[\d\] ", r["instruction"], re.M)) == 3 for r in dropped)
-        positions = Counter(re.search(r"^\[(\d)\] says", r["output"]).group(1)
+        positions = Counter(re.search(r" \[(\d)\]($|\n)", r["output"]).group(1)
                             for r in rows if r["kind"] == "context")
         assert set(positions) == {"1", "2", "3"}  # the oracle is shuffled among distractors
         assert rows == [context_row(p, c, pool, cfg, None) for p, c in pairs]  # seeded

@@ -46,6 +46,6 @@ def test_shipped_preference_sample(repo_root, eval_index):
     assert not [e for e in exs if eval_index.match(_question(e.messages[-1]["content"]))]
     context = [e for e in exs if e.messages[-1]["content"].startswith("Context:\n[1] ")]
     assert len(context) >= 6
-    cited = [e for e in context if re.search(r"\[\d\] says: ", e.chosen)]
-    assert all(re.search(r"\[\d\]$", e.chosen) for e in cited)
+    cited = [e for e in context if re.match(r".+? \[(\d)\](\n\[\1\]: \".+\")?$", e.chosen)]
+    assert len(cited) >= 6  # answer first, cited, then the quote (ragtune.prompts.cited_answer)
     assert sum(bool(re.search(r"[\u4e00-\u9fff]", e.chosen)) for e in exs) >= 6
