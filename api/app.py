@@ -21,7 +21,7 @@ from api.deps import Services
 from api.errors import error_payload, install_error_handlers
 from api.routes import ask, documents, feedback, health, openai
 from ragtune.errors import RagtuneError
-from ragtune.settings import Settings, load_settings
+from ragtune.settings import Settings, apply_torch_threads, load_settings
 from ragtune.types import Generator, Retriever
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ def load_generator(settings: Settings, engine: EngineConfig | None = None,
 
         return OpenAIUpstreamGenerator.from_settings(settings)
     from api.engine import TransformersGenerator
+
+    apply_torch_threads(settings)
 
     return TransformersGenerator.from_settings(settings, engine, extra_adapters)
 

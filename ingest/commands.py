@@ -12,14 +12,16 @@ def load_checked_settings(**overrides):
     """`load_settings` with pydantic validation errors turned into ConfigError (flag + value)."""
     from pydantic import ValidationError
 
-    from ragtune.settings import load_settings
+    from ragtune.settings import apply_torch_threads, load_settings
 
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
         raise ConfigError(field, first.get("input"), first.get("msg", str(err))) from None
+    apply_torch_threads(settings)
+    return settings
 
 
 def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | None = None,

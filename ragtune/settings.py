@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     generator: str = "auto"
     embedder: str = EMBEDDED_EMBEDDER
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # CPU threads for torch (0: torch's default, one per core). 1 keeps a small VM that other
+    # processes share from collapsing: torch's spinning threads slow down 5-30x under contention.
+    torch_threads: int = Field(0, ge=0)
     # Ingest.
     chunk_size: int = Field(500, gt=0)
     chunk_overlap: int = Field(60, ge=0)
@@ -133,6 +136,14 @@ class Workspace:
     @property
     def cache_dir(self) -> Path:
         return self.root / "cache"
+
+
+def apply_torch_threads(settings: Settings) -> None:
+    """Set torch's intra-op thread count from `torch_threads` (0 leaves torch's default)."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
 
 
 def load_settings(**overrides: Any) -> Settings:
