@@ -42,11 +42,13 @@ def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retrie
     from api.assistant import Assistant
     from api.config import AssistantConfig, EngineConfig
 
-    # A batch job: the queue holds a whole call and no request times out (the service's
-    # per-request timeout would fire for the questions queued behind a slow batch on a CPU).
-    engine = EngineConfig.from_settings(settings, max_queue=max(settings.max_queue,
-                                                                cfg.batch_size),
-                                        request_timeout_s=EVAL_TIMEOUT_S)
+    # A batch job: one engine batch and the queue hold a whole call, and no request times out
+    # (the service's per-request timeout would fire for the questions queued behind a slow
+    # batch on a CPU).
+    engine = EngineConfig.from_settings(
+        settings, max_queue=max(settings.max_queue, cfg.batch_size),
+        max_batch_size=max(settings.max_batch_size, cfg.batch_size),
+        request_timeout_s=EVAL_TIMEOUT_S)
     assistant = Assistant(load_generator(settings, engine), retriever,
                           AssistantConfig.from_settings(settings, top_k=cfg.top_k))
     return AssistantAnswerer(assistant), retriever

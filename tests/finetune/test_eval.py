@@ -10,10 +10,11 @@ import pytest
 
 from api.assistant import Assistant
 from api.config import AssistantConfig
-from finetune.eval_backends import AssistantAnswerer
+from finetune.eval_backends import Answerer, AssistantAnswerer, Reply
 from finetune.eval_data import EvalLeakError, load_qa
 from finetune.eval_run import run
-from finetune.evaluate import EvalConfig, resolve_models, retrieval_ablation, run_eval
+from finetune.evaluate import (Configuration, EvalConfig, answer_all, resolve_models,
+                               retrieval_ablation, run_eval)
 from ragtune.errors import ConfigError, InputError, ModelNotFoundError
 from ragtune.fakes import EchoGenerator, StaticRetriever
 from ragtune.types import Chunk, Hit, Retriever
@@ -197,3 +198,29 @@ def test_bad_qa_rows_are_named(tmp_path, line, field):
     assert caught.value.row == 3 and caught.value.field == field
 
 
+
+
+class RecordingAnswerer(Answerer):
+    """Answers each question with itself and records the batches it was handed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def models(self) -> list[str]:
+        return ["base"]
+
+    def answer(self, questions, *, model, use_rag, top_k, max_new_tokens):
+        self.batches.append(list(questions))
+        return [Reply(q) for q in questions]
+
+
+def test_batches_hold_one_language_and_rows_keep_file_order(tmp_path):
+    rows = [*QA, {"question": "安全演练多久举行一次？", "answer": "每月", "source": None},
+            {"question": "Who runs the reactor?", "answer": "Aster Labs", "source": None}]
+    items = load_qa(write_qa(tmp_path / "qa.jsonl", rows))
+    rec = RecordingAnswerer()
+    out, _ = answer_all(items, rec, [Configuration("base", False)], EvalConfig(batch_size=2))
+    langs = [{"zh" if "年" in q or "演" in q else "en" for q in batch} for batch in rec.batches]
+    assert all(len(lang) == 1 for lang in langs) and len(rec.batches) == 3
+    assert [r["line"] for r in out] == [i.line for i in items]  # answers.jsonl in file order
+    assert [r["answer"] for r in out] == [i.question for i in items]
