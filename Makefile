@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on the embedded defaults: models, ingest (index + SFT pairs), a search, a LoRA
-# run on the CPU (~10 min; a rerun says it is finished), then the API and the UI, left running.
+# run on the CPU (~7 min; a rerun says it is finished), then the API and the UI, left running.
 demo: setup
 	$(BIN)/ragtune models
 	$(BIN)/ingest data/docs
