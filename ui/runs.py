@@ -143,7 +143,7 @@ class RunManager:
                 out.flush()
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=self.cwd,
-                                        start_new_session=True,
+                                        start_new_session=True, preexec_fn=_default_sigint,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
             started = Started(name, proc.pid, log_file, list(argv))
             self._procs[name] = (proc, started)
@@ -188,6 +188,12 @@ class RunManager:
             except subprocess.TimeoutExpired:
                 continue
         return f"stopped run {name!r} ({how}; exit code {proc.wait()})"
+
+
+def _default_sigint() -> None:
+    """In the child: take Ctrl-C again, even when the UI itself was started with SIGINT
+    ignored (`ragtune ui &` from a script), so that Stop interrupts the run gracefully."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # ---------------------------------------------------------------------------- reading runs

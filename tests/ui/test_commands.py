@@ -53,7 +53,8 @@ def test_ui_with_api_serves_both(ui_stack: Stack, tmp_path: Path) -> None:
     code = f"import sys; from ui.commands import ui; sys.exit(ui(port={ui_port}, with_api=True))"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=tmp_path, start_new_session=True)
+                                env=env, cwd=tmp_path, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(f"http://127.0.0.1:{ui_port}/", proc, log)
         output = log.read_text()
