@@ -4,10 +4,10 @@ A context row's user turn is `ragtune.prompts.user_prompt(question, passages)`, 
 uses at serving time: the oracle chunk among k distractor chunks (from other documents when
 there are any), in shuffled order. The oracle is kept in a fraction `oracle_p` of rows; its
 answer comes first with its [n] marker, then the supporting sentence (`cited_answer`). Rows
-without the oracle hold k+1 distractors, so every row has the same number of passages as a retrieval; their
-answer is, by default, still the ground truth without a citation, as in RAFT, which pushes the
-domain knowledge into the weights (`no_oracle_answer="refuse"` teaches the NO_ANSWER sentence
-instead, for deployments that must never answer beyond the context).
+without the oracle hold k+1 distractors, so every row has the same number of passages as a
+retrieval; their answer is, by default, still the ground truth without a citation, as in RAFT,
+which pushes the domain knowledge into the weights (`no_oracle_answer="refuse"` teaches the
+NO_ANSWER sentence instead, for deployments that must never answer beyond the context).
 """
 
 from __future__ import annotations
