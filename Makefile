@@ -29,6 +29,7 @@ demo: setup
 	$(BIN)/ragtune ui --with_api
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup

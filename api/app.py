@@ -15,14 +15,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.assistant import Assistant
-from api.config import ApiConfig, AssistantConfig, EngineConfig
+from serving.assistant import Assistant
+from api.config import ApiConfig
+from serving.config import AssistantConfig, EngineConfig
 from api.deps import Services
 from api.errors import error_payload, install_error_handlers
 from api.routes import ask, documents, feedback, health, openai
 from ragtune.errors import RagtuneError
 from ragtune.settings import Settings, apply_torch_threads, load_settings
 from ragtune.types import Generator, Retriever
+from serving.loading import load_generator, load_retriever
 
 log = logging.getLogger(__name__)
 
@@ -30,36 +32,6 @@ DESCRIPTION = """Answers questions from your documents (`/ask`, with [n] citatio
 sources), an OpenAI-compatible chat API over the base model and every tuned adapter
 (`/v1/chat/completions`, `/v1/models`) and the plain `/generate?prompt=`. When the server has
 an API key, send `Authorization: Bearer <key>` (use *Authorize* here); `/health` needs none."""
-
-
-def load_generator(settings: Settings, engine: EngineConfig | None = None,
-                   extra_adapters: dict[str, Path] | None = None) -> Generator:
-    """The generator backend the settings choose: in-process transformers, or an upstream."""
-    if settings.generator_backend == "openai":
-        from api.upstream import OpenAIUpstreamGenerator
-
-        return OpenAIUpstreamGenerator.from_settings(settings)
-    from api.engine import TransformersGenerator
-
-    apply_torch_threads(settings)
-
-    return TransformersGenerator.from_settings(settings, engine, extra_adapters)
-
-
-def load_retriever(settings: Settings) -> tuple[Retriever | None, str]:
-    """The workspace index, or None and the reason (the service then answers without RAG)."""
-    index_dir = settings.paths.index_dir
-    if not index_dir.exists():
-        return None, f"no index at {index_dir}; run `ingest DOCS` first"
-    try:
-        from retrieval.index import open_index
-    except ImportError as err:
-        return None, f"retrieval is unavailable ({err})"
-    try:
-        return open_index(settings), ""
-    except RagtuneError as err:
-        log.warning("index not loaded: %s", err)
-        return None, f"the index at {index_dir} cannot be used: {err}"
 
 
 class BodyLimit:

@@ -30,7 +30,7 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info") -> A
 
 def _pick_model(model: str | None, runs_dir: Path) -> tuple[str, str | None, dict[str, Path]]:
     """`(default_model, generator_override, extra_adapters)` for the `--model` value."""
-    from api.adapters import adapter_from_path, discover_adapters
+    from serving.adapters import adapter_from_path, discover_adapters
 
     if model is None or model == "base":
         return "base", None, {}

@@ -1,84 +1,13 @@
-"""Config dataclasses of the serving stage: the engine, the assistant and the HTTP API.
-
-Each is built from the product `Settings` (`from_settings`) and validated in `__post_init__`,
-naming the bad field and value.
-"""
+"""Config of the HTTP API: auth, CORS, request limits (built from `Settings`, validated in
+`__post_init__`, naming the bad field and value)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 from ragtune.errors import ConfigError
 from ragtune.settings import Settings
-
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
-SEARCH_MODES = ("hybrid", "dense", "bm25")
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(name, value, "must be greater than 0")
-
-
-@dataclass
-class EngineConfig:
-    """How the in-process transformers engine loads and batches."""
-
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_size: int = 8
-    max_queue: int = 64
-    batch_wait_ms: float = 8.0
-    request_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ConfigError("device", self.device, "use auto, cpu, cuda or mps")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError("dtype", self.dtype, "use auto, float32, bfloat16 or float16")
-        _positive("max_batch_size", self.max_batch_size)
-        _positive("max_queue", self.max_queue)
-        _positive("request_timeout_s", self.request_timeout_s)
-        if self.batch_wait_ms < 0:
-            raise ConfigError("batch_wait_ms", self.batch_wait_ms, "must be 0 or more")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> EngineConfig:
-        values = dict(device=settings.device, max_batch_size=settings.max_batch_size,
-                      max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
-
-@dataclass
-class AssistantConfig:
-    """How questions become prompts: retrieval depth, relevance cut-off, refusal, identity."""
-
-    top_k: int = 4
-    relevance_threshold: float = 0.0
-    max_new_tokens: int = 256
-    search_mode: str = "hybrid"
-    refuse_without_context: bool = True
-    assistant_name: str = "ragtune"
-    organisation: str = "ragtune"
-    history_size: int = 1000
-
-    def __post_init__(self) -> None:
-        _positive("top_k", self.top_k)
-        _positive("max_new_tokens", self.max_new_tokens)
-        _positive("history_size", self.history_size)
-        if self.search_mode not in SEARCH_MODES:
-            raise ConfigError("search_mode", self.search_mode, f"use one of {SEARCH_MODES}")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> AssistantConfig:
-        values = dict(top_k=settings.top_k, relevance_threshold=settings.relevance_threshold,
-                      max_new_tokens=settings.max_new_tokens,
-                      assistant_name=settings.assistant_name, organisation=settings.organisation)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+from serving.config import MODEL_NAME, require_positive
 
 
 @dataclass
@@ -98,7 +27,7 @@ class ApiConfig:
     def __post_init__(self) -> None:
         for name in ("max_question_chars", "max_new_tokens_limit", "max_top_k", "max_body_bytes",
                      "request_timeout_s"):
-            _positive(name, getattr(self, name))
+            require_positive(name, getattr(self, name))
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key", "<empty>", "set a non-empty key or leave it unset")
         if not MODEL_NAME.match(self.default_model):

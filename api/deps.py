@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.assistant import Assistant
+from serving.assistant import Assistant
 from api.config import ApiConfig
-from api.generation import check_model
+from serving.generation import check_model
 from ragtune.errors import RagtuneError
 from ragtune.types import Generator
 

@@ -16,7 +16,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
-from api.generation import GenerationTimeout
+from serving.generation import GenerationTimeout
 
 T = TypeVar("T")
 _DONE = object()

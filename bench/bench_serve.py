@@ -68,8 +68,8 @@ def plain_app(model_dir: str):
 def ragtune_app(model_dir: str, max_batch: int):
     """ragtune's app on the same model: dynamic batching engine, no retrieval."""
     from api.app import create_app
-    from api.config import EngineConfig
-    from api.engine import TransformersGenerator
+    from serving.config import EngineConfig
+    from serving.engine import TransformersGenerator
     from ragtune.settings import load_settings
 
     engine = TransformersGenerator.load(model_dir, config=EngineConfig(

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 
 def sample_examples(n: int, seed: int = 0) -> list:
-    from finetune.datasets import load_datasets
+    from ragtune.datasets import load_datasets
 
     examples = load_datasets("ragtune_sft", REPO / "data" / "sft")
     random.Random(seed).shuffle(examples)

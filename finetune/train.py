@@ -102,7 +102,7 @@ def _norm(key: str, value: Any) -> Any:
 
 def load_examples(cfg: FinetuneConfig, ws: Any) -> tuple[list[Any], list[Any]]:
     """Training and validation examples (validation: eval_dataset or a seeded val_ratio split)."""
-    from finetune.datasets import load_datasets
+    from ragtune.datasets import load_datasets
 
     dataset_dir = cfg.dataset_dir or ws.datasets_dir
     train = load_datasets(cfg.dataset, dataset_dir)

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from ragtune.errors import ConfigError
-
-
-def load_checked_settings(**overrides):
-    """`load_settings` with pydantic validation errors turned into ConfigError (flag + value)."""
-    from pydantic import ValidationError
-
-    from ragtune.settings import apply_torch_threads, load_settings
-
-    try:
-        settings = load_settings(**overrides)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        raise ConfigError(field, first.get("input"), first.get("msg", str(err))) from None
-    apply_torch_threads(settings)
-    return settings
+from ragtune.settings import load_checked_settings
 
 
 def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | None = None,
            chunk_overlap: int | None = None, embedder: str | None = None,
            keep_missing: bool = False, batch_size: int = 64,
            pairs: Literal["offline", "teacher", "self", "none"] = "offline",
-           pairs_config: Path | None = None) -> int:
+           pairs_config: Path | None = None, local_generator: Any = None) -> int:
     """Ingest documents into the workspace's hybrid (FAISS + BM25) search index.
 
     Folders recurse; supported files: .txt .md .html .htm .pdf .docx .json .jsonl .csv (text
@@ -55,6 +39,8 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
             OpenAI-compatible endpoint, set in --pairs_config), self (the local generator), or
             none to skip.
         pairs_config: a pairs_config.yaml (see `ragtune pairs --help`) for the pair step.
+        local_generator: (not a flag) the local model's loader for `--pairs self`, injected by
+            the CLI from the serving core.
     """
     import sys
 
@@ -69,12 +55,13 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
         print(f"FAILED {failure.path}: {failure.reason}")
     print(report.summary())
     if pairs != "none":
-        _write_pairs(settings, pairs, pairs_config)
+        _write_pairs(settings, pairs, pairs_config, local_generator)
     print(f"index: {settings.paths.index_dir}  log: {log_file}", file=sys.stderr)
     return report.exit_code
 
 
-def _write_pairs(settings, generator: str, config: Path | None) -> None:
+def _write_pairs(settings, generator: str, config: Path | None,
+                 local_generator: Any = None) -> None:
     """Chain the SFT-pair step after indexing (cached per document: only changes cost time)."""
     import dataclasses
 
@@ -88,5 +75,5 @@ def _write_pairs(settings, generator: str, config: Path | None) -> None:
         if not index.stats().get("chunks"):
             print("pairs: the index holds no chunks yet; nothing to generate")
             return
-        report = build_pairs(settings, index, cfg)
+        report = build_pairs(settings, index, cfg, local_generator=local_generator)
     print(report.line())

@@ -60,12 +60,18 @@ def _typer_signature(fn: Callable[..., Any]) -> inspect.Signature:
     return inspect.Signature(params)
 
 
-def _edge(fn: Callable[..., Any], *, signature: bool = True) -> Callable[..., Any]:
-    """Run an entry function; turn its int result or a RagtuneError into the exit code."""
+def _edge(fn: Callable[..., Any], *, signature: bool = True,
+          inject: dict[str, Any] | None = None) -> Callable[..., Any]:
+    """Run an entry function; turn its int result or a RagtuneError into the exit code.
+
+    `inject` passes keyword arguments that are not flags (a loader from another stage: the CLI
+    is the one place that may import every stage); they are left out of the signature.
+    """
+    inject = inject or {}
 
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            code = fn(*args, **kwargs)
+            code = fn(*args, **kwargs, **inject)
         except RagtuneError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
@@ -82,7 +88,9 @@ def _edge(fn: Callable[..., Any], *, signature: bool = True) -> Callable[..., An
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = _doc_parts(fn)[0] if signature else fn.__doc__
-    wrapper.__signature__ = _typer_signature(fn) if signature else inspect.signature(fn)  # type: ignore[attr-defined]
+    sig = _typer_signature(fn) if signature else inspect.signature(fn)
+    wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in sig.parameters.values() if p.name not in inject])
     return wrapper
 
 
@@ -156,7 +164,7 @@ def _typer(help_text: str, **options: Any) -> typer.Typer:
 def build_app() -> typer.Typer:
     """Assemble the command tree (imports of stage command modules are light)."""
     from api.commands import serve
-    from finetune.eval_command import evaluate
+    from evaluation.command import evaluate
     from ingest.commands import ingest
     from ingest.pairs.commands import pairs
     from ragtune.models import models
@@ -165,9 +173,12 @@ def build_app() -> typer.Typer:
 
     app = _typer("ragtune: documents in, domain-expert assistant out.")
     app.command("models")(_edge(models))
-    app.command("ingest")(_edge(ingest))
+    from serving.loading import load_generator
+
+    local = {"local_generator": load_generator}  # `--pairs self` runs the local model
+    app.command("ingest")(_edge(ingest, inject=local))
     app.command("search")(_edge(search))
-    app.command("pairs")(_edge(pairs))
+    app.command("pairs")(_edge(pairs, inject=local))
     app.command("serve")(_edge(serve))
     app.command("ui")(_edge(ui))
     app.command("eval")(_edge(evaluate))
@@ -179,7 +190,7 @@ def build_app() -> typer.Typer:
 
 def _feedback_app() -> typer.Typer:
     """`feedback export|stats`: likes and A-vs-B choices as DPO/KTO datasets."""
-    from finetune.feedback_commands import export, stats
+    from feedback.commands import export, stats
 
     sub = _typer("Turn likes, dislikes and A-vs-B choices into DPO/KTO datasets.")
     sub.command("export")(_edge(export))

@@ -178,8 +178,8 @@ def resolve_embedder(spec: str, *, install: bool = True) -> ResolvedModel:
     if spec.startswith("embedded:"):
         raise ModelNotFoundError(
             f"unknown embedded embedder {spec!r}; the embedded one is {EMBEDDED_EMBEDDER!r}")
-    if spec.startswith("fake:"):
-        return ResolvedModel(spec, spec, "deterministic test embedder")
+    if spec.startswith("import:"):
+        return ResolvedModel(spec, spec, "imported embedder factory")
     if Path(spec).expanduser().is_dir():
         return ResolvedModel(spec, str(Path(spec).expanduser().resolve()), "local directory")
     return _hub_model(spec)

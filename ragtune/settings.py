@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
                                YamlConfigSettingsSource)
 
+from ragtune.errors import ConfigError
+
 EMBEDDED_GENERATOR = "embedded:smollm2-135m"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 GPU_GENERATOR = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
@@ -149,3 +151,17 @@ def apply_torch_threads(settings: Settings) -> None:
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, dropping `None` overrides so unset CLI flags do not mask env/YAML."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_checked_settings(**overrides):
+    """`load_settings` with pydantic validation errors turned into ConfigError (flag + value)."""
+    from pydantic import ValidationError
+
+    try:
+        settings = load_settings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        raise ConfigError(field, first.get("input"), first.get("msg", str(err))) from None
+    apply_torch_threads(settings)
+    return settings

@@ -1,7 +1,7 @@
 """Shared value types and the three pluggable interfaces: Embedder, Retriever, Generator.
 
 Each interface has a real implementation in its stage package and a small deterministic
-fake in `ragtune.fakes` for fast tests.
+fake in `tests.fakes` for fast tests.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def search(query: str, k: int = 5, mode: Literal["hybrid", "dense", "bm25"] = "h
     import sys
     import textwrap
 
-    from ingest.commands import load_checked_settings
+    from ragtune.settings import load_checked_settings
     from retrieval.index import open_index
 
     settings = load_checked_settings(workspace=workspace)

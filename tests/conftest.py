@@ -14,6 +14,9 @@ TEST_MODELS = Path(os.environ.get("RAGTUNE_TEST_MODELS", REPO / ".cache" / "test
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("RAGTUNE_CONFIG", None)
+# Subprocesses (CLI runs, servers) import the tests' fakes through `import:tests.fakes:...` specs.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +51,7 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fake_embedder():
-    from ragtune.fakes import HashEmbedder
+    from tests.fakes import HashEmbedder
 
     return HashEmbedder(dim=64)
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.assistant import Params, Prompt
+from serving.assistant import Params, Prompt
 from api.deps import ServicesDep, check_max_new_tokens, check_text, check_top_k, require_api_key
 from api.errors import error_payload
 from api.schemas import AskRequest, AskResponse, GenerateResponse

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import NotReady, Services, ServicesDep, check_text, require_api_key
-from api.feedback import FeedbackStore, StoredAnswer
+from feedback.store import FeedbackStore, StoredAnswer
 from ragtune.errors import NotFoundError
 from ragtune.settings import Settings
 

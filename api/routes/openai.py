@@ -16,11 +16,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.assistant import Params, Prompt
+from serving.assistant import Params, Prompt
 from api.deps import (LimitError, Services, ServicesDep, check_max_new_tokens, check_text,
                       check_top_k, require_api_key)
 from api.errors import error_payload
-from api.history import Answer
+from serving.history import Answer
 from api.schemas import ChatCompletionRequest, ModelCard, ModelList
 from api.streaming import SSEResponse, iterate_blocking, run_blocking, sse
 

@@ -10,7 +10,7 @@ import logging
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,12 @@ from ingest.pairs.identity import identity_rows
 from ingest.pairs.quality import QualityFilter, load_eval_questions
 from ingest.pairs.raft import DistractorPool, rows_for_pairs
 from ingest.pairs.store import PairCache, doc_hash, split_pairs, write_dataset
-from ragtune.errors import NotFoundError
+from ragtune.errors import ConfigError, NotFoundError
 from ragtune.prompts import system_prompt
 from ragtune.settings import Settings
 from ragtune.types import Chunk, Generator
+
+GeneratorLoader = Callable[[Settings], Generator]
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,13 @@ class PairsReport:
                 f"{self.generated_documents}, cached {self.cached_documents}; {self.seconds:.1f}s")
 
 
-def make_generator(settings: Settings, cfg: PairsConfig, local: Generator | None = None
-                   ) -> PairGenerator:
-    """The generator named by `cfg.generator` (the self generator loads the local model)."""
+def make_generator(settings: Settings, cfg: PairsConfig,
+                   local: Generator | GeneratorLoader | None = None) -> PairGenerator:
+    """The generator named by `cfg.generator`.
+
+    The `self` generator runs the local model, given as a `Generator` or as a loader called
+    with the settings (ingest sits below the serving core, so the caller injects it).
+    """
     if cfg.generator == "teacher":
         from ingest.pairs.teacher import TeacherGenerator
 
@@ -77,11 +83,13 @@ def make_generator(settings: Settings, cfg: PairsConfig, local: Generator | None
     if cfg.generator == "self":
         from ingest.pairs.selfgen import SelfGenerator
 
-        owns = local is None
         if local is None:
-            from api.engine import TransformersGenerator
-
-            local = TransformersGenerator.from_settings(settings)
+            raise ConfigError("pairs.generator", "self",
+                              "the self generator needs the local model: run it through the "
+                              "`ingest` or `ragtune pairs` command, or pass local_generator")
+        owns = not hasattr(local, "generate")
+        if owns:  # a loader: the serving core's `load_generator`, injected by the CLI
+            local = local(settings)
         return SelfGenerator(local, settings.generator, max_pairs=cfg.max_pairs_per_chunk,
                              max_new_tokens=cfg.self_max_new_tokens, owns_generator=owns)
     from ingest.pairs.offline import OfflineGenerator
@@ -161,7 +169,7 @@ def _select(docs: dict[str, list[Chunk]], generated: dict[int, list[QAPair]], cf
 
 def build_pairs(settings: Settings, index_or_chunks: Any, cfg: PairsConfig | None = None,
                 changed_sources: Iterable[str] | None = None, *,
-                local_generator: Generator | None = None) -> PairsReport:
+                local_generator: Generator | GeneratorLoader | None = None) -> PairsReport:
     """Generate, filter and write the SFT dataset (and identity pairs) into the workspace.
 
     `index_or_chunks` is a `HybridIndex` (anything with `.chunks()`) or a list of chunks.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 def pairs(workspace: Path | None = None,
@@ -23,7 +23,7 @@ def pairs(workspace: Path | None = None,
           teacher_concurrency: int = 4,
           teacher_retries: int = 4,
           config: Path | None = None,
-          regenerate: bool = False) -> int:
+          regenerate: bool = False, local_generator: Any = None) -> int:
     """Turn the indexed documents into SFT pairs (alpaca JSON + dataset_info.json).
 
     Writes `<workspace>/datasets/ragtune_sft.json`, `ragtune_sft_val.json`,
@@ -81,7 +81,7 @@ def pairs(workspace: Path | None = None,
 
     with open_index(settings, create=False) as index:
         changed = sorted({c.source for c in index.chunks()}) if regenerate else None
-        report = build_pairs(settings, index, cfg, changed)
+        report = build_pairs(settings, index, cfg, changed, local_generator=local_generator)
     print(report.line())
     print(f"dataset: {report.files['ragtune_sft'] if 'ragtune_sft' in report.files else '-'} "
           f"(registered in {report.files['dataset_info']}); log: {log_path}")

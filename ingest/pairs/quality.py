@@ -68,7 +68,7 @@ def load_eval_questions(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         return []
-    from finetune.datasets import read_rows
+    from ragtune.datasets import read_rows
 
     out = []
     for row, data in read_rows(path):

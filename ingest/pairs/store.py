@@ -103,7 +103,7 @@ def split_pairs(pairs: Sequence[tuple[QAPair, Chunk]], seed: int, ratio: float
 def write_dataset(datasets_dir: Path, train: list[dict], val: list[dict], identity: list[dict]
                   ) -> dict[str, Path]:
     """Write the alpaca files, then register them in dataset_info.json (merged, atomic)."""
-    from finetune.datasets import DatasetSpec, read_dataset_info, write_dataset_info
+    from ragtune.datasets import DatasetSpec, read_dataset_info, write_dataset_info
 
     files = {SFT_NAME: train, VAL_NAME: val, IDENTITY_NAME: identity}
     written: dict[str, Path] = {}

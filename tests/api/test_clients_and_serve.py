@@ -16,8 +16,8 @@ import pytest
 from api.app import create_app
 from api.commands import _pick_model
 from ragtune.errors import ModelNotFoundError
-from ragtune.fakes import EchoGenerator
-from tests.api.conftest import serving, settings_for
+from tests.fakes import EchoGenerator
+from tests.serving_fixtures import serving, settings_for
 from tests.api.test_http import raw_request
 
 QUESTION = "How many days of annual leave do employees get?"

@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.config import ApiConfig, EngineConfig
-from api.engine import TransformersGenerator
-from api.reasoning import split_reasoning
-from tests.api.conftest import reference_output, serving, settings_for
+from api.config import ApiConfig
+from serving.config import EngineConfig
+from serving.engine import TransformersGenerator
+from serving.reasoning import split_reasoning
+from tests.serving_fixtures import reference_output, serving, settings_for
 
 PROMPTS = ["What is the capital?", "Tell me about the reactor and its safety policy, please.",
            "hi", "Where do I file expense reports?"]

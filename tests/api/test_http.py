@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.config import ApiConfig, AssistantConfig
-from ragtune.fakes import EchoGenerator
+from api.config import ApiConfig
+from serving.config import AssistantConfig
+from tests.fakes import EchoGenerator
 from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, build_messages, system_prompt
-from tests.api.conftest import serving, settings_for
+from tests.serving_fixtures import serving, settings_for
 
 QUESTION = "How many days of annual leave do employees get?"
 

@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.config import EngineConfig
-from api.engine import TransformersGenerator
-from tests.api.conftest import serving, settings_for
+from serving.config import EngineConfig
+from serving.engine import TransformersGenerator
+from tests.serving_fixtures import serving, settings_for
 
 QUESTION = "How many days of paid annual leave do employees get?"
 

@@ -7,9 +7,9 @@ import pytest
 from openai import NotFoundError, OpenAI
 
 from api.app import create_app
-from ragtune.fakes import EchoGenerator
+from tests.fakes import EchoGenerator
 from ragtune.prompts import user_prompt
-from tests.api.conftest import ThinkingGenerator, serving, settings_for
+from tests.serving_fixtures import ThinkingGenerator, serving, settings_for
 
 QUESTION = "How many days of annual leave do employees get?"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragtune.fakes import EchoGenerator, StaticRetriever
+from tests.fakes import EchoGenerator, StaticRetriever
 from ragtune.settings import Settings, load_settings
 from ragtune.types import Chunk
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from api.feedback import FeedbackStore
-from api.history import Answer, Source
+from feedback.store import FeedbackStore
+from serving.history import Answer, Source
 
 SYSTEM = "You are terse."
 FACTS = [("What is the capital?", "The capital is Lumen City.", "The capital is Marrowick."),

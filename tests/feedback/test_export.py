@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.datasets import KTOExample, PreferenceExample, load_dataset, read_dataset_info
-from finetune.feedback import FeedbackExportError
-from finetune.feedback_commands import export, stats
+from ragtune.datasets import KTOExample, PreferenceExample, load_dataset, read_dataset_info
+from feedback.export import FeedbackExportError
+from feedback.commands import export, stats
 from ragtune.errors import NotFoundError
 from ragtune.prompts import build_messages
 from ragtune.settings import load_settings
@@ -42,7 +42,7 @@ def test_export_round_trips_into_the_loader(ws: Path, capsys) -> None:
     # 3 choices; like-vs-dislike of the same question gives the same 3 pairs (not duplicated)
     assert len(pairs) == 3 and all(isinstance(p, PreferenceExample) for p in pairs)
     for p, (question, good, bad) in zip(pairs, FACTS, strict=False):
-        from api.history import Source
+        from serving.history import Source
 
         src = Source(1, "handbook.md", 0, "Facts", 1.0, f"Reference for: {question}")
         assert p.messages == build_messages(question, [src], SYSTEM)  # the prompt the model saw

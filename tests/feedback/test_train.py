@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.datasets import load_dataset
+from ragtune.datasets import load_dataset
 from finetune.encode import ChatFormat
-from finetune.feedback_commands import export
+from feedback.commands import export
 from finetune.preference import PreferenceCollator, encode_preference, sequence_logps
 from finetune.runs import read_log
 from finetune.train import train

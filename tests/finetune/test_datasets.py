@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.datasets import (DatasetSpec, KTOExample, PreferenceExample, SFTExample,
+from ragtune.datasets import (DatasetSpec, KTOExample, PreferenceExample, SFTExample,
                                load_dataset, load_datasets, read_dataset_info, write_dataset_info)
 from ragtune.errors import DatasetError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.datasets import SFTExample
+from ragtune.datasets import SFTExample
 from finetune.encode import (IGNORE, ChatFormat, RowCollator, chat_ids, encode_sft, fit_lengths,
                              pack, packed_rows, single_rows)
 

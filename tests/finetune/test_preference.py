@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from finetune.datasets import load_dataset
+from ragtune.datasets import load_dataset
 from finetune.encode import ChatFormat
 from finetune.preference import PreferenceCollator, encode_preference, sequence_logps
 from finetune.runs import RunPaths, read_log, read_status

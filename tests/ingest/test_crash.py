@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ingest.pipeline import embed_text, ingest_documents
-from ragtune.fakes import HashEmbedder
+from tests.fakes import HashEmbedder
 from ragtune.settings import load_settings
 from retrieval.crashpoints import ENV
 from retrieval.index import HybridIndex
@@ -51,7 +51,7 @@ def ingest_in_subprocess(cwd: Path, workspace: Path, crash_at: str | None) -> in
     if crash_at:
         env[ENV] = crash_at
     code = ("import sys; from pathlib import Path; from ingest.commands import ingest; "
-            "sys.exit(ingest([Path('docs')], embedder='fake:hash-64', chunk_size=200, "
+            "sys.exit(ingest([Path('docs')], embedder='import:tests.fakes:HashEmbedder?dim=64', chunk_size=200, "
             "chunk_overlap=20, pairs='none'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, check=False)

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from finetune.datasets import SFTExample, load_dataset, read_dataset_info
+from ragtune.datasets import SFTExample, load_dataset, read_dataset_info
 from ingest.pairs import PairsConfig, build_pairs
 from ingest.pairs.base import QAPair
 from ingest.pairs.raft import DistractorPool, context_row
@@ -201,7 +201,7 @@ def test_pairs_command_on_an_ingested_index(workspace, tmp_path, capsys, monkeyp
     (docs / "手册.md").write_text("# 员工手册\n\n## 休假\n\n" + "".join(DOCS["zh/手册.md"][1]) + "\n",
                                  encoding="utf-8")
     monkeypatch.setenv("RAGTUNE_ASSISTANT_NAME", "Tessa")
-    assert ingest([docs], workspace=workspace, embedder="fake:hash-64") == 0
+    assert ingest([docs], workspace=workspace, embedder="import:tests.fakes:HashEmbedder?dim=64") == 0
     capsys.readouterr()
     assert pairs(workspace=workspace, eval_file="", val_ratio=0.1) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from finetune.datasets import PreferenceExample, SFTExample, load_dataset, load_datasets
+from ragtune.datasets import PreferenceExample, SFTExample, load_dataset, load_datasets
 from ingest.pairs.quality import NearDupIndex, load_eval_questions
 from ragtune.prompts import system_prompt
 

@@ -10,7 +10,7 @@ import pytest
 from ingest.pairs import PairsConfig, build_pairs
 from ingest.pairs.llm import pair_messages, parse_pairs
 from ingest.pairs.selfgen import SelfGenerator
-from ragtune.fakes import EchoGenerator
+from tests.fakes import EchoGenerator
 from ragtune.settings import load_settings
 from ragtune.types import Chunk
 
@@ -79,7 +79,7 @@ def test_prompt_asks_for_chinese_on_chinese_chunks():
 @pytest.mark.integration
 def test_self_generator_with_the_embedded_model(workspace, embedded_generator_dir):
     """SmolLM2-135M writes pairs through ragtune's engine; whatever survives is supported."""
-    pytest.importorskip("api.engine")
+    pytest.importorskip("serving.engine")
     from ingest.pairs.text import is_supported
 
     settings = load_settings(workspace=workspace, generator=str(embedded_generator_dir),

@@ -150,7 +150,7 @@ def test_repeated_paragraphs_within_a_file_are_stored_once(corpus, settings, emb
 
 
 def test_bad_files_are_reported_and_indexed_documents_survive(corpus, workspace, capsys):
-    assert ingest([corpus], workspace=workspace, embedder="fake:hash-64", chunk_size=200,
+    assert ingest([corpus], workspace=workspace, embedder="import:tests.fakes:HashEmbedder?dim=64", chunk_size=200,
                   chunk_overlap=20, pairs="none") == 0
     capsys.readouterr()
     (corpus / "empty.txt").write_bytes(b"")
@@ -194,12 +194,12 @@ def test_changing_chunk_settings_resplits_every_document(corpus, settings, emb, 
 
 
 def test_other_embedder_is_a_clear_error(corpus, workspace):
-    assert ingest([corpus], workspace=workspace, embedder="fake:hash-64", pairs="none") == 0
+    assert ingest([corpus], workspace=workspace, embedder="import:tests.fakes:HashEmbedder?dim=64", pairs="none") == 0
     with pytest.raises(IndexMismatchError) as err:
-        ingest([corpus], workspace=workspace, embedder="fake:hash-32", pairs="none")
+        ingest([corpus], workspace=workspace, embedder="import:tests.fakes:HashEmbedder?dim=32", pairs="none")
     message = str(err.value)
-    assert "fake:hash-64" in message and "fake:hash-32" in message
-    assert "--embedder fake:hash-64" in message and "--workspace" in message
+    assert "import:tests.fakes:HashEmbedder?dim=64" in message and "import:tests.fakes:HashEmbedder?dim=32" in message
+    assert "--embedder import:tests.fakes:HashEmbedder?dim=64" in message and "--workspace" in message
 
 
 @pytest.mark.parametrize(("field", "kwargs"), [
@@ -217,7 +217,7 @@ def test_config_errors_name_the_flag(field, kwargs):
 def test_command_rejects_bad_overlap_with_config_error(corpus, workspace):
     with pytest.raises(ConfigError) as err:
         ingest([corpus], workspace=workspace, chunk_size=100, chunk_overlap=150,
-               embedder="fake:hash-64")
+               embedder="import:tests.fakes:HashEmbedder?dim=64")
     assert err.value.field == "chunk_overlap"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.fakes import HashEmbedder
+from tests.fakes import HashEmbedder
 
 DOCS: dict[str, str] = {
     "hr/leave.md": """# Leave policy

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragtune.errors import ConfigError, IndexMismatchError
-from ragtune.fakes import HashEmbedder
+from ragtune.errors import ConfigError, IndexMismatchError, ModelNotFoundError
+from tests.fakes import HashEmbedder
 from retrieval.embedders import (SentenceTransformerEmbedder, load_embedder, same_embedder,
                                  split_name)
 from retrieval.index import HybridIndex
@@ -39,22 +39,24 @@ def tiny_dirs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_fake_specs():
-    emb = load_embedder("fake:hash-32")
-    assert isinstance(emb, HashEmbedder) and emb.dim == 32 and emb.name == "fake:hash-32"
-    assert load_embedder("fake:hash-16-x").name == "fake:hash-16-x"
-    for bad in ("fake:hash-1", "fake:nope"):
+    emb = load_embedder("import:tests.fakes:HashEmbedder?dim=32")
+    assert isinstance(emb, HashEmbedder) and emb.dim == 32 and emb.name == "import:tests.fakes:HashEmbedder?dim=32"
+    assert load_embedder("import:tests.fakes:HashEmbedder?dim=16&salt=x").name == "import:tests.fakes:HashEmbedder?dim=16&salt=x"
+    for bad in ("import:tests.fakes:HashEmbedder?dim=1", "import:nope", "import:tests.fakes:hash_spec"):
         with pytest.raises(ConfigError) as err:
             load_embedder(bad)
         assert err.value.field == "embedder"
+    with pytest.raises(ModelNotFoundError, match="no_such_module"):
+        load_embedder("import:no_such_module:Thing")
 
 
 def test_name_helpers():
     assert split_name("embedded:all-minilm-l6-v2#0123456789ab") == \
         ("embedded:all-minilm-l6-v2", "0123456789ab")
-    assert split_name("fake:hash-64") == ("fake:hash-64", None)
+    assert split_name("import:tests.fakes:HashEmbedder?dim=64") == ("import:tests.fakes:HashEmbedder?dim=64", None)
     assert same_embedder("x#0123456789ab", "/models/x#0123456789ab")  # same weights, other path
     assert not same_embedder("x#0123456789ab", "x#ba9876543210")
-    assert not same_embedder("fake:hash-64", "fake:hash-32")
+    assert not same_embedder("import:tests.fakes:HashEmbedder?dim=64", "import:tests.fakes:HashEmbedder?dim=32")
 
 
 def test_sentence_transformer_embedder_fingerprints_weights(tiny_dirs, tmp_path):

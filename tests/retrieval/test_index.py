@@ -10,7 +10,7 @@ import pytest
 
 from ingest.pipeline import IngestConfig, run_ingest
 from ragtune.errors import ConfigError, IndexMismatchError, NotFoundError, RagtuneError
-from ragtune.fakes import HashEmbedder
+from tests.fakes import HashEmbedder
 from ragtune.settings import load_settings
 from retrieval.index import BM25_FILE, FAISS_FILE, META_FILE, HybridIndex, open_index
 from tests.retrieval.corpus import DOCS, CountingEmbedder, write_corpus
@@ -88,7 +88,7 @@ def test_other_embedder_is_refused(index_dir):
     with pytest.raises(IndexMismatchError) as err:
         HybridIndex.open(index_dir, HashEmbedder(dim=64, salt="other"))
     msg = str(err.value)
-    assert "fake:hash-64" in msg and "fake:hash-64-other" in msg and "--workspace" in msg
+    assert "import:tests.fakes:HashEmbedder?dim=64" in msg and "import:tests.fakes:HashEmbedder?dim=64&salt=other" in msg and "--workspace" in msg
     with pytest.raises(IndexMismatchError):
         HybridIndex.open(index_dir, HashEmbedder(dim=32))
 
@@ -97,7 +97,7 @@ def test_meta_file_records_the_embedder(index_dir):
     import json
 
     meta = json.loads((index_dir / META_FILE).read_text())
-    assert meta["embedder"] == "fake:hash-64" and meta["dim"] == 64
+    assert meta["embedder"] == "import:tests.fakes:HashEmbedder?dim=64" and meta["dim"] == 64
     assert meta["chunk_size"] == 200 and meta["chunk_overlap"] == 20
 
 
@@ -161,12 +161,12 @@ def test_open_index_uses_the_recorded_embedder(index_dir, monkeypatch, tmp_path)
     workspace = index_dir.parent
     settings = load_settings(workspace=workspace)
     assert "embedder" not in settings.model_fields_set
-    with open_index(settings) as index:  # default embedder is MiniLM; the index says fake:hash-64
-        assert index.embedder.name == "fake:hash-64"
+    with open_index(settings) as index:  # default embedder is MiniLM; the index says import:tests.fakes:HashEmbedder?dim=64
+        assert index.embedder.name == "import:tests.fakes:HashEmbedder?dim=64"
     with pytest.raises(NotFoundError):
         open_index(load_settings(workspace=tmp_path / "nowhere"), create=False)
     with pytest.raises(IndexMismatchError):
-        open_index(load_settings(workspace=workspace, embedder="fake:hash-16"))
+        open_index(load_settings(workspace=workspace, embedder="import:tests.fakes:HashEmbedder?dim=16"))
 
 
 def test_english_only_embedder_leaves_chinese_queries_to_bm25(index_dir):

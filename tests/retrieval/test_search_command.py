@@ -18,7 +18,7 @@ from tests.retrieval.corpus import write_corpus
 def ingested(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path) -> Path:
     monkeypatch.chdir(tmp_path)
     write_corpus(tmp_path / "docs")
-    assert ingest([Path("docs")], embedder="fake:hash-64", chunk_size=200, chunk_overlap=20,
+    assert ingest([Path("docs")], embedder="import:tests.fakes:HashEmbedder?dim=64", chunk_size=200, chunk_overlap=20,
                   pairs="none") == 0
     return workspace
 

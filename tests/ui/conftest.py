@@ -13,10 +13,10 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from ragtune.fakes import EchoGenerator  # noqa: E402
+from tests.fakes import EchoGenerator  # noqa: E402
 from ragtune.types import GenerationRequest  # noqa: E402
 
-EMBEDDER = "fake:hash-64"
+EMBEDDER = "import:tests.fakes:HashEmbedder?dim=64"
 DOCS = {
     "leave.md": "# Leave policy\n\n## Annual leave\n\nEmployees get 25 days of annual leave "
                 "per calendar year. Unused days carry over until March.\n",

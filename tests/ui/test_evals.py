@@ -22,7 +22,7 @@ def _configuration(name: str, model: str, rag: bool, f1: float) -> dict:
 
 
 def write_eval(evals_dir: Path, stamp: str, best: str = "tuned+rag") -> Path:
-    from finetune.eval_report import write_outputs
+    from evaluation.report import write_outputs
 
     folder = evals_dir / stamp
     folder.mkdir(parents=True)

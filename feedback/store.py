@@ -5,7 +5,7 @@ Answers are persisted when they are produced (the store subscribes to the Assist
 in-memory history evicted it or the server restarted. Each answer row stands alone: question,
 retrieved context (the passages as the prompt showed them), the exact prompt messages
 (`ragtune.prompts.build_messages`), the answer text, the model name ("base" or an adapter),
-the base model's identity and timestamps. `finetune.feedback` turns the rows into DPO/KTO data.
+the base model's identity and timestamps. `feedback.export` turns the rows into DPO/KTO data.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from api.history import Answer
+from serving.history import Answer
 from ragtune.errors import NotFoundError, RagtuneError
 from ragtune.prompts import build_messages
 from ragtune.settings import EMBEDDED_GENERATOR, GPU_GENERATOR, Settings

@@ -18,7 +18,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from api.feedback import FeedbackStore, StoredAnswer
+from feedback.store import FeedbackStore, StoredAnswer
 from ragtune.errors import RagtuneError
 
 DPO_NAME, KTO_NAME = "feedback_dpo", "feedback_kto"
@@ -116,7 +116,7 @@ def _write_json(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _specs(dpo_file: str, kto_file: str) -> tuple[Any, Any]:
-    from finetune.datasets import DatasetSpec
+    from ragtune.datasets import DatasetSpec
 
     dpo = DatasetSpec(DPO_NAME, dpo_file, "sharegpt", ranking=True,
                       columns={"messages": "messages", "chosen": "chosen",
@@ -172,7 +172,7 @@ def export_feedback(store: FeedbackStore, dataset_dir: Path, *, min_pairs: int =
         result.skipped.append(f"{KTO_NAME}: {problem}")
     if not written:
         raise FeedbackExportError(f"{store.path}: nothing to export: " + "; ".join(result.skipped))
-    from finetune.datasets import write_dataset_info
+    from ragtune.datasets import write_dataset_info
 
     write_dataset_info(dataset_dir, written, merge=True)
     return result

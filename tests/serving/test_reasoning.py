@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.reasoning import ReasoningSplitter, prompt_opens_thinking, split_reasoning
+from serving.reasoning import ReasoningSplitter, prompt_opens_thinking, split_reasoning
 
 CASES = [
     ("<think>\nweigh it\n</think>\n\nThe answer.", ("weigh it", "The answer.")),

@@ -39,8 +39,8 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
     import json as jsonlib
     import sys
 
-    from finetune.eval_run import run
-    from finetune.evaluate import EvalConfig
+    from evaluation.run import run
+    from evaluation.evaluate import EvalConfig
 
     cfg = EvalConfig(qa=qa, models=model, k=k, top_k=top_k, modes=modes, reranker=reranker,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, url=url,
@@ -52,7 +52,7 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
         return 0
     from rich.console import Console
 
-    from finetune.eval_report import render_tables
+    from evaluation.report import render_tables
 
     # Piped or redirected output gets a fixed width wide enough for every column.
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)

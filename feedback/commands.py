@@ -12,7 +12,7 @@ from ragtune.errors import NotFoundError
 
 def _open(workspace: Path | None):
     """(settings, store) for the workspace; a missing database is a clear error."""
-    from api.feedback import FeedbackStore, base_model_identity
+    from feedback.store import FeedbackStore, base_model_identity
     from ragtune.settings import load_settings
 
     settings = load_settings(workspace=workspace)
@@ -38,7 +38,7 @@ def export(workspace: Path | None = None, output: Path | None = None, min_pairs:
         min_pairs: fewest preference pairs worth writing feedback_dpo.json for.
         base_model: the base model the records must come from (default: the configured generator).
     """
-    from finetune.feedback import export_feedback
+    from feedback.export import export_feedback
     from ragtune.errors import ConfigError
 
     if min_pairs < 1:
@@ -73,7 +73,7 @@ def stats(workspace: Path | None = None, json: bool = False) -> int:
     """
     import json as jsonlib
 
-    from finetune.feedback import dpo_rows
+    from feedback.export import dpo_rows
 
     _, store = _open(workspace)
     try:

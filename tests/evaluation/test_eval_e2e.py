@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.finetune.test_eval import CHUNKS, QA, add_run, write_qa
+from tests.evaluation.test_eval import CHUNKS, QA, add_run, write_qa
 
 
 def write_docs(root: Path) -> Path:
@@ -64,7 +64,7 @@ def ingested(workspace, tmp_path, monkeypatch, tiny_llama_dir):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGTUNE_GENERATOR", str(tiny_llama_dir))
-    assert ingest([write_docs(tmp_path)], embedder="fake:hash-64", chunk_size=200,
+    assert ingest([write_docs(tmp_path)], embedder="import:tests.fakes:HashEmbedder?dim=64", chunk_size=200,
                   pairs="none") == 0
     add_run(workspace, "run1")
     save_lora_adapter(tiny_llama_dir, workspace / "runs" / "run1" / "adapter")
@@ -73,7 +73,7 @@ def ingested(workspace, tmp_path, monkeypatch, tiny_llama_dir):
 
 def test_entry_function_on_tiny_model_with_index_adapter_and_reranker(ingested, tmp_path,
                                                                         capsys):
-    from finetune.eval_command import evaluate
+    from evaluation.command import evaluate
 
     qa = write_qa(tmp_path / "qa.jsonl")
     reranker = save_tiny_cross_encoder(tmp_path / "cross-encoder")
@@ -99,7 +99,7 @@ def test_entry_function_on_tiny_model_with_index_adapter_and_reranker(ingested, 
 
 
 def test_json_output_and_missing_reranker_note(ingested, tmp_path, capsys):
-    from finetune.eval_command import evaluate
+    from evaluation.command import evaluate
 
     qa = write_qa(tmp_path / "qa.jsonl")
     code = evaluate(qa=qa, model="base", k=2, max_new_tokens=2, limit=2, json=True,
@@ -138,10 +138,10 @@ def serving(app):
 
 def test_url_mode_asks_a_live_server_with_its_api_key(workspace, tmp_path, monkeypatch):
     from api.app import create_app
-    from api.config import AssistantConfig
-    from finetune.eval_run import run
-    from finetune.evaluate import EvalConfig
-    from ragtune.fakes import EchoGenerator, StaticRetriever
+    from serving.config import AssistantConfig
+    from evaluation.run import run
+    from evaluation.evaluate import EvalConfig
+    from tests.fakes import EchoGenerator, StaticRetriever
     from ragtune.settings import load_settings
 
     monkeypatch.setenv("RAGTUNE_API_KEY", "s3cret")
@@ -168,10 +168,10 @@ def test_url_mode_asks_a_live_server_with_its_api_key(workspace, tmp_path, monke
 
 def test_url_mode_without_the_key_is_refused(workspace, tmp_path, monkeypatch):
     from api.app import create_app
-    from finetune.eval_run import run
-    from finetune.evaluate import EvalConfig
+    from evaluation.run import run
+    from evaluation.evaluate import EvalConfig
     from ragtune.errors import RagtuneError
-    from ragtune.fakes import EchoGenerator
+    from tests.fakes import EchoGenerator
     from ragtune.settings import load_settings
 
     monkeypatch.setenv("RAGTUNE_API_KEY", "s3cret")

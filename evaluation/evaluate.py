@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.eval_backends import Answerer, Reply
-from finetune.eval_data import QAItem
-from finetune.eval_rerank import NOT_AVAILABLE, CrossEncoderReranker, reranked_search
-from finetune.metrics import mean, score_answer, score_retrieval
+from evaluation.backends import Answerer, Reply
+from evaluation.data import QAItem
+from retrieval.rerank import NOT_AVAILABLE, CrossEncoderReranker, reranked_search
+from evaluation.metrics import mean, score_answer, score_retrieval
 from ragtune.errors import ConfigError, ModelNotFoundError
 from ragtune.types import Retriever
 
@@ -230,7 +230,7 @@ def run_eval(items: Sequence[QAItem], answerer: Answerer, retriever: Retriever |
              reranker: CrossEncoderReranker | None = None, rerank_note: str = NOT_AVAILABLE,
              show_progress: bool = True) -> EvalResult:
     """The eval proper, on given questions, answerer and retriever (no files written)."""
-    from finetune.eval_report import aggregate
+    from evaluation.report import aggregate
 
     started = time.perf_counter()
     models, notes = resolve_models(cfg.model_list, answerer.models(), latest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune import metrics as m
+from evaluation import metrics as m
 from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, cited_answer
 
 

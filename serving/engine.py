@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from transformers import StoppingCriteriaList
 
-from api.batching import BatchTracker, Job, JobQueue
-from api.config import EngineConfig
-from api.generation import Engine, GenerationTimeout, check_model
-from api.reasoning import prompt_opens_thinking
+from serving.batching import BatchTracker, Job, JobQueue
+from serving.config import EngineConfig
+from serving.generation import Engine, GenerationTimeout, check_model
+from serving.reasoning import prompt_opens_thinking
 from ragtune.errors import ModelNotFoundError, RagtuneError
 from ragtune.settings import Settings
 from ragtune.types import GenerationRequest, GenerationResult
@@ -132,7 +132,7 @@ class TransformersGenerator(Engine):
     def from_settings(cls, settings: Settings, config: EngineConfig | None = None,
                       extra_adapters: dict[str, Path] | None = None) -> TransformersGenerator:
         """The settings' generator plus every adapter under `runs/*/adapter`."""
-        from api.adapters import discover_adapters
+        from serving.adapters import discover_adapters
         from ragtune.models import resolve_generator
 
         resolved = resolve_generator(settings.generator, settings.paths.models_dir)
@@ -150,7 +150,7 @@ class TransformersGenerator(Engine):
 
     def _load_new_adapters(self, min_interval_s: float = 2.0) -> None:
         """Attach adapters of runs that finished after start-up (rescans at most every 2 s)."""
-        from api.adapters import discover_adapters
+        from serving.adapters import discover_adapters
 
         now = time.monotonic()
         if self.runs_dir is None or now - self._last_scan < min_interval_s:

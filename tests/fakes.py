@@ -15,16 +15,23 @@ import numpy as np
 from ragtune.types import GenerationRequest, GenerationResult, Generator, Retriever
 
 
+def hash_spec(dim: int, salt: str = "") -> str:
+    """The embedder spec that plugs `HashEmbedder` in through retrieval's `import:` scheme."""
+    return f"import:tests.fakes:HashEmbedder?dim={dim}" + (f"&salt={salt}" if salt else "")
+
+
 class HashEmbedder:
     """Deterministic bag-of-n-grams embedder (char 3-grams for CJK, words otherwise)."""
 
-    def __init__(self, dim: int = 64, salt: str = "") -> None:
-        self._dim = dim
+    def __init__(self, dim: int | str = 64, salt: str = "") -> None:
+        self._dim = int(dim)
+        if self._dim < 2:
+            raise ValueError("the hash embedder needs a dimension of at least 2")
         self._salt = salt
 
     @property
     def name(self) -> str:
-        return f"fake:hash-{self._dim}{('-' + self._salt) if self._salt else ''}"
+        return hash_spec(self._dim, self._salt)
 
     @property
     def dim(self) -> int:

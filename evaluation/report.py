@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.metrics import mean
+from evaluation.metrics import mean
 
 ANSWER_METRICS = ("exact_match", "f1", "contains", "rouge_l", "refusal_rate", "citation")
 RETRIEVAL_METRICS = ("hit", "recall", "mrr")

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from api.assistant import Assistant
-from api.config import AssistantConfig
-from finetune.eval_backends import Answerer, AssistantAnswerer, Reply
-from finetune.eval_data import EvalLeakError, load_qa
-from finetune.eval_run import run
-from finetune.evaluate import (Configuration, EvalConfig, answer_all, resolve_models,
+from serving.assistant import Assistant
+from serving.config import AssistantConfig
+from evaluation.backends import Answerer, AssistantAnswerer, Reply
+from evaluation.data import EvalLeakError, load_qa
+from evaluation.run import run
+from evaluation.evaluate import (Configuration, EvalConfig, answer_all, resolve_models,
                                retrieval_ablation, run_eval)
 from ragtune.errors import ConfigError, InputError, ModelNotFoundError
-from ragtune.fakes import EchoGenerator, StaticRetriever
+from tests.fakes import EchoGenerator, StaticRetriever
 from ragtune.types import Chunk, Hit, Retriever
 
 CHUNKS = [

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.config import AssistantConfig
-from api.generation import check_model, complete, stream_events
-from api.history import Answer, AnswerStore, Source
-from api.reasoning import ReasoningSplitter, split_reasoning
+from serving.config import AssistantConfig
+from serving.generation import check_model, complete, stream_events
+from serving.history import Answer, AnswerStore, Source
+from serving.reasoning import ReasoningSplitter, split_reasoning
 from ragtune.errors import RagtuneError
 from ragtune.prompts import (NO_ANSWER, NO_ANSWER_ZH, format_context, is_chinese, system_prompt,
                              user_prompt)

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from api.config import EngineConfig
-from api.engine import PromptTooLong, TransformersGenerator
-from api.generation import GenerationTimeout
+from serving.config import EngineConfig
+from serving.engine import PromptTooLong, TransformersGenerator
+from serving.generation import GenerationTimeout
 from ragtune.errors import BusyError, ModelNotFoundError
 from ragtune.types import GenerationRequest
-from tests.api.conftest import reference_output, settings_for
+from tests.serving_fixtures import reference_output, settings_for
 
 PROMPTS = ["What is the capital?", "Tell me about the reactor and its safety policy, please.",
            "hi"]
@@ -122,7 +122,7 @@ def test_r1_generation_prompt_is_part_of_the_output(tiny_qwen2_dir) -> None:
 def test_a_run_that_finishes_after_start_up_becomes_a_model(tmp_path, tiny_llama_dir) -> None:
     import json
 
-    from tests.api.conftest import make_adapter
+    from tests.serving_fixtures import make_adapter
 
     ws = tmp_path / "ws"
     make_adapter(tiny_llama_dir, ws / "runs" / "early" / "adapter", seed=3)

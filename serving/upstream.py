@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from api.generation import Engine, GenerationTimeout, UpstreamError, check_model
+from serving.generation import Engine, GenerationTimeout, UpstreamError, check_model
 from ragtune.errors import BusyError, ConfigError, ModelNotFoundError
 from ragtune.settings import Settings
 from ragtune.types import GenerationRequest, GenerationResult
@@ -53,7 +53,7 @@ class OpenAIUpstreamGenerator(Engine):
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIUpstreamGenerator:
         """Upstream from `upstream_base_url/api_key/model`; adapters from `runs/*/adapter`."""
-        from api.adapters import discover_adapters
+        from serving.adapters import discover_adapters
 
         if not settings.upstream_base_url:
             raise ConfigError("upstream_base_url", None, "set it (e.g. "

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from api.assistant import Assistant, Params
-from api.config import AssistantConfig
-from api.history import AnswerStore
+from serving.assistant import Assistant, Params
+from serving.config import AssistantConfig
+from serving.history import AnswerStore
 from ragtune.errors import ConfigError, NotFoundError
-from ragtune.fakes import EchoGenerator
+from tests.fakes import EchoGenerator
 from ragtune.prompts import system_prompt, user_prompt
 
 QUESTION = "How many days of annual leave do employees get?"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from api.config import MODEL_NAME
+from serving.config import MODEL_NAME
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from finetune.eval_backends import Answerer, AssistantAnswerer, HttpAnswerer
-from finetune.eval_data import DatasetRef, check_no_leak, load_qa, registered_datasets, run_datasets
-from finetune.eval_rerank import NOT_AVAILABLE, find_reranker
-from finetune.eval_report import new_eval_dir, write_outputs
-from finetune.evaluate import LATEST, EvalConfig, EvalResult, latest_run, run_eval
+from evaluation.backends import Answerer, AssistantAnswerer, HttpAnswerer
+from evaluation.data import DatasetRef, check_no_leak, load_qa, registered_datasets, run_datasets
+from retrieval.rerank import NOT_AVAILABLE, find_reranker
+from evaluation.report import new_eval_dir, write_outputs
+from evaluation.evaluate import LATEST, EvalConfig, EvalResult, latest_run, run_eval
 from ragtune.settings import Settings, load_settings
 from ragtune.types import Retriever
 
@@ -30,7 +30,7 @@ EVAL_TIMEOUT_S = 7 * 24 * 3600.0
 def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retriever | None]:
     """The service's Assistant (engine + index) in process, or a live server plus the local
     index (when there is one) for the retrieval ablation."""
-    from api.app import load_retriever
+    from serving.loading import load_retriever
 
     retriever, reason = load_retriever(settings)
     if retriever is None:
@@ -38,9 +38,9 @@ def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retrie
     if cfg.url:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return HttpAnswerer(cfg.url, key, concurrency=settings.max_batch_size * 2), retriever
-    from api.app import load_generator
-    from api.assistant import Assistant
-    from api.config import AssistantConfig, EngineConfig
+    from serving.loading import load_generator
+    from serving.assistant import Assistant
+    from serving.config import AssistantConfig, EngineConfig
 
     # A batch job: one engine batch and the queue hold a whole call, and no request times out
     # (the service's per-request timeout would fire for the questions queued behind a slow

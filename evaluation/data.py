@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.datasets import (DatasetSpec, detect_spec, examples_from_rows, read_dataset_info,
+from ragtune.datasets import (DatasetSpec, detect_spec, examples_from_rows, read_dataset_info,
                                read_rows)
 from ragtune.errors import DatasetError, InputError, RagtuneError
 from ragtune.prompts import is_chinese

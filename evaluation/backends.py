@@ -57,8 +57,8 @@ class AssistantAnswerer(Answerer):
 
     def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
                max_new_tokens: int) -> list[Reply]:
-        from api.assistant import Params
-        from api.reasoning import split_reasoning
+        from serving.assistant import Params
+        from serving.reasoning import split_reasoning
 
         prompts = [self.assistant.prepare(q, use_rag=use_rag, top_k=top_k) for q in questions]
         params = Params(model=model, max_new_tokens=max_new_tokens, temperature=0.0)

@@ -13,12 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.app import create_app
-from api.generation import UpstreamError
-from api.upstream import OpenAIUpstreamGenerator
+from serving.generation import UpstreamError
+from serving.upstream import OpenAIUpstreamGenerator
 from ragtune.errors import ConfigError
 from ragtune.prompts import build_messages, system_prompt
 from ragtune.types import GenerationRequest
-from tests.api.conftest import serving, settings_for
+from tests.serving_fixtures import serving, settings_for
 
 QUESTION = "How many days of annual leave do employees get?"
 
