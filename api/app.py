@@ -24,7 +24,7 @@ from api.routes import ask, documents, feedback, health, openai
 from ragtune.errors import RagtuneError
 from ragtune.settings import Settings, apply_torch_threads, load_settings
 from ragtune.types import Generator, Retriever
-from serving.loading import load_generator, load_retriever
+from serving.loading import load_generator, load_reranker, load_retriever
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,11 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
             load_generator, settings, engine_config, extra_adapters)
         ret, reason = (retriever, "") if retriever is not None else \
             await anyio.to_thread.run_sync(load_retriever, settings)
+        reranker = await anyio.to_thread.run_sync(load_reranker, settings)
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, settings.max_queue + 64)
         assistant = Assistant(gen, ret, assistant_cfg, no_index_reason=reason or
-                              "no index is loaded; run `ingest DOCS` first")
+                              "no index is loaded; run `ingest DOCS` first", reranker=reranker)
         app.state.services = Services(assistant, api, settings.generator_backend, ret is not None)
         try:
             yield

@@ -34,9 +34,26 @@ class SourceOut(BaseModel):
     text: str
 
 
+class GroundingOut(BaseModel):
+    """Whether the answer is supported by a passage it cites (see docs/serving.md)."""
+
+    supported: bool = Field(description="The claim's facts and content are in a cited passage.")
+    checked: bool = Field(description="False when there was nothing to check (no retrieval, "
+                                      "or the gate refused before generating).")
+    passage: int | None = Field(None, description="The supporting (or checked) passage n.")
+    sentence: str | None = Field(None, description="The supporting sentence of that passage.")
+    score: float = Field(0.0, description="Share of the claim's content found in the passage.")
+    relevance: float = Field(0.0, description="That sentence's question coverage relative to "
+                                              "the best retrieved sentence.")
+    reason: str | None = Field(None, description="Why the answer is not supported.")
+    cited: list[int] = Field(default_factory=list)
+    answerability: float | None = Field(None, description="The refusal gate's score.")
+
+
 class AskResponse(BaseModel):
     id: str
-    answer: str
+    answer: str = Field(description="The answer the user should see (generated, extracted or "
+                                    "the refusal; see answer_kind).")
     reasoning: str
     sources: list[SourceOut]
     citations: list[int]
@@ -45,6 +62,12 @@ class AskResponse(BaseModel):
     timings: dict[str, float]
     finish_reason: str
     refused: bool
+    answer_kind: Literal["generated", "extracted", "refused"] = Field(
+        description="generated: the model's answer; extracted: the service quotes the passage "
+                    "sentence that best answers instead of an unsupported answer; refused: "
+                    "\"I don't know\".")
+    grounding: GroundingOut
+    generated: str = Field("", description="The model's own text when `answer` replaced it.")
 
 
 class GenerateResponse(BaseModel):

@@ -27,6 +27,9 @@ class Reply:
     reasoning: str = ""
     sources: list[str] = field(default_factory=list)  # passage sources; [n] cites sources[n-1]
     completion_tokens: int = 0
+    answer_kind: str = "generated"  # generated | extracted | refused (the service's verdict)
+    grounding: dict[str, Any] = field(default_factory=dict)
+    generated: str = ""  # the model's own text when the service replaced it
 
 
 class Answerer(ABC):
@@ -69,11 +72,14 @@ class AssistantAnswerer(Answerer):
         for prompt in prompts:
             sources = [s.source for s in prompt.sources]
             if prompt.refusal is not None:  # nothing relevant retrieved: the service refuses
-                replies.append(Reply(prompt.refusal, "", sources, 0))
+                _, kind, verdict = self.assistant.ground(prompt, prompt.refusal, refused=True)
+                replies.append(Reply(prompt.refusal, "", sources, 0, kind, verdict))
                 continue
             result = next(results)
-            reasoning, answer = split_reasoning(result.text)
-            replies.append(Reply(answer, reasoning, sources, result.completion_tokens))
+            reasoning, text = split_reasoning(result.text)
+            final, kind, verdict = self.assistant.ground(prompt, text)
+            replies.append(Reply(final, reasoning, sources, result.completion_tokens, kind,
+                                 verdict, text if final != text else ""))
         return replies
 
     def close(self) -> None:
@@ -127,7 +133,8 @@ class HttpAnswerer(Answerer):
         usage = body.get("usage") or {}
         return Reply(body.get("answer", ""), body.get("reasoning") or "",
                      [s.get("source", "") for s in body.get("sources") or []],
-                     int(usage.get("completion_tokens", 0)))
+                     int(usage.get("completion_tokens", 0)), body.get("answer_kind", "generated"),
+                     body.get("grounding") or {}, body.get("generated") or "")
 
     def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
                max_new_tokens: int) -> list[Reply]:

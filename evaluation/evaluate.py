@@ -47,6 +47,7 @@ class EvalConfig:
     limit: int | None = None  # only the first N questions (quick checks)
     json: bool = False  # print the results as JSON instead of tables
     workspace: Path | None = None  # default: the settings' workspace
+    calibrate: bool = False  # fit the refusal gate on this QA file first (written by the index)
 
     def __post_init__(self) -> None:
         self.qa = Path(self.qa)
@@ -192,7 +193,23 @@ def _row(conf: Configuration, item: QAItem, reply: Reply, k: int) -> dict[str, A
             "contains": scores.contains, "rouge_l": scores.rouge_l, "refused": scores.refused,
             "citation": scores.citation, "hit": retrieval.hit if retrieval else None,
             "mrr": retrieval.mrr if retrieval else None,
-            "completion_tokens": reply.completion_tokens}
+            "completion_tokens": reply.completion_tokens, **_trust(item, reply, scores)}
+
+
+def _trust(item: QAItem, reply: Reply, scores: Any) -> dict[str, Any]:
+    """The trust columns of one reply (see `evaluation.report` for their definitions)."""
+    verdict = reply.grounding or {}
+    checked = bool(verdict.get("checked"))
+    supported = bool(verdict.get("supported")) if checked else None
+    refused = bool(scores.refused) or reply.answer_kind == "refused"
+    flagged = refused or reply.answer_kind == "extracted" or supported is False
+    correct = bool(scores.contains) if item.answerable else None
+    return {"answer_kind": reply.answer_kind, "supported": supported,
+            "grounding_reason": verdict.get("reason"), "generated": reply.generated,
+            "answerability": verdict.get("answerability"),
+            "correct": None if correct is None else float(correct),
+            "wrong_unflagged": float(not correct and not flagged) if item.answerable
+            else float(not flagged)}
 
 
 def answer_all(items: Sequence[QAItem], answerer: Answerer, confs: Sequence[Configuration],

@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, is_chinese
+from ragtune.prompts import is_chinese
+from ragtune.prompts import is_refusal as says_it_does_not_know
 
 _CJK = "\u4e00-\u9fff\u3400-\u4dbf"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
@@ -31,15 +32,6 @@ _EVIDENCE = re.compile(r'^\s*\[\d{1,3}\]\s*[:：]\s*["“「].*$', re.MULTILINE)
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 _ANSWER_PREFIX = re.compile(r"(?:^|\n|\s)(?:answer|final answer|答案|回答)\s*[:：]\s*", re.IGNORECASE)
 
-REFUSAL_PATTERNS = (
-    "i don't know", "i do not know", "i dont know", "i'm not sure", "i am not sure",
-    "cannot answer", "can't answer", "unable to answer", "no answer to this",
-    "do not answer this", "don't answer this", "does not answer this",
-    "do not contain the answer", "does not contain the answer", "don't contain the answer",
-    "not mentioned in the", "no information about", "no information on",
-    "不知道", "无法回答", "不能回答", "没有这个问题的答案", "没有相关信息", "未提及", "没有提到",
-    "不清楚", "无法确定",
-)
 
 
 def strip_reasoning(text: str) -> str:
@@ -78,10 +70,7 @@ def tokens(text: str) -> list[str]:
 
 def is_refusal(text: str) -> bool:
     """True when a reply says it does not know (English or Chinese phrasings, NO_ANSWER)."""
-    reply = strip_reasoning(text).lower().replace("\u2019", "'")
-    if NO_ANSWER.lower() in reply or NO_ANSWER_ZH in reply:
-        return True
-    return any(pattern in reply for pattern in REFUSAL_PATTERNS)
+    return says_it_does_not_know(strip_reasoning(text))
 
 
 def exact_match(prediction: str, reference: str) -> float:

@@ -16,11 +16,21 @@ from typing import Any
 
 from evaluation.metrics import mean
 
-ANSWER_METRICS = ("exact_match", "f1", "contains", "rouge_l", "refusal_rate", "citation")
+# The table's columns. Trust first: Correct (answerable: the reference is in the final answer),
+# Wrong-unflagged (answerable: not correct yet neither refused, extracted nor marked
+# unsupported; unanswerable: answered with a generated answer that is not marked), refusals
+# on unanswerable and answerable questions, Supported (share of generated answers whose
+# grounding check passed) and Extracted (share answered by quoting a passage sentence).
+ANSWER_METRICS = ("correct", "wrong_unflagged", "refusal_unanswerable", "refusal_answerable",
+                  "supported", "extracted", "f1", "citation")
+TRUST_CHART = ("correct", "wrong_unflagged", "refusal_unanswerable", "refusal_answerable",
+               "supported", "extracted")
 RETRIEVAL_METRICS = ("hit", "recall", "mrr")
 LABELS = {"exact_match": "EM", "f1": "F1", "contains": "Contain", "rouge_l": "ROUGE-L",
           "refusal_rate": "Refusal", "citation": "Cite", "hit": "hit@k", "recall": "recall@k",
-          "mrr": "MRR"}
+          "mrr": "MRR", "correct": "Correct", "wrong_unflagged": "Wrong-unfl",
+          "refusal_unanswerable": "Ref@unans", "refusal_answerable": "Ref@ans",
+          "supported": "Supported", "extracted": "Extracted"}
 
 
 def _summary(rows: Sequence[dict]) -> dict[str, Any]:
@@ -37,6 +47,12 @@ def _summary(rows: Sequence[dict]) -> dict[str, Any]:
         "refusal_unanswerable": mean([float(r["refused"]) for r in unanswerable]),
         "refusal_answerable": mean([float(r["refused"]) for r in answerable]),
         "citation": mean([r["citation"] for r in rows]),
+        "correct": mean([r.get("correct") for r in answerable]),
+        "wrong_unflagged": mean([r.get("wrong_unflagged") for r in rows]),
+        "supported": mean([float(r["supported"]) for r in rows
+                           if r.get("answer_kind") == "generated" and r.get("supported")
+                           is not None]),
+        "extracted": mean([float(r.get("answer_kind") == "extracted") for r in rows]),
         "hit": mean([r["hit"] for r in rows]),
         "mrr": mean([r["mrr"] for r in rows]),
     }
@@ -78,7 +94,7 @@ def render_tables(configurations: list[dict], retrieval: list[dict], k: int,
     from rich.table import Table
     from rich.text import Text
 
-    answers = Table(title="Answers (unanswerable questions: a refusal counts as correct)",
+    answers = Table(title="Answers (Wrong-unfl: wrong or made up, and not marked as such)",
                     box=box.SIMPLE_HEAD, title_justify="left")
     answers.add_column("configuration", no_wrap=True)
     for metric in ANSWER_METRICS:
@@ -86,8 +102,8 @@ def render_tables(configurations: list[dict], retrieval: list[dict], k: int,
     answers.add_column(f"hit@{k}", justify="right")
     answers.add_column("s", justify="right")
     for c in configurations:
-        answers.add_row(c["config"], *[_fmt(c[m]) for m in ANSWER_METRICS],
-                        _fmt(c["hit"]), f"{c['seconds']:.0f}")
+        answers.add_row(c["config"], *[_fmt(c.get(m)) for m in ANSWER_METRICS],
+                        _fmt(c.get("hit")), f"{c.get('seconds', 0):.0f}")
     parts: list[Any] = [answers]
     if retrieval:
         table = Table(title=f"Retrieval ablation (k={k})",
@@ -125,8 +141,8 @@ def write_chart(path: Path, configurations: list[dict], retrieval: list[dict], k
     panels = 2 if retrieval else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
     _bars(axes[0][0], [c["config"] for c in configurations],
-          {LABELS[m]: [c[m] or 0.0 for c in configurations] for m in ANSWER_METRICS},
-          "Answer metrics per configuration")
+          {LABELS[m]: [c.get(m) or 0.0 for c in configurations] for m in TRUST_CHART},
+          "Trust per configuration")
     if retrieval:
         _bars(axes[0][1], [r["mode"] for r in retrieval],
               {LABELS[m].replace("@k", f"@{k}"): [r[m] or 0.0 for r in retrieval]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.backends import Answerer, AssistantAnswerer, HttpAnswerer
+from evaluation.calibrate import calibrate
 from evaluation.data import DatasetRef, check_no_leak, load_qa, registered_datasets, run_datasets
 from retrieval.rerank import NOT_AVAILABLE, find_reranker
 from evaluation.report import new_eval_dir, write_outputs
@@ -107,6 +108,11 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
         reranker, note = None, NOT_AVAILABLE
         if cfg.rerank and retriever is not None and cfg.mode_list:
             reranker, note = find_reranker(cfg.reranker)
+        calibrated = None
+        if cfg.calibrate:
+            calibrated = calibrate(items, retriever, settings, cfg.top_k, cfg.qa)
+            if isinstance(answerer, AssistantAnswerer):
+                answerer.assistant.config.answerable_threshold = calibrated["threshold"]
         latest = latest_run(settings.paths.runs_dir, answerer.models())
         result = run_eval(items, answerer, retriever, cfg, latest=latest, reranker=reranker,
                           rerank_note=note, show_progress=show_progress)
@@ -116,6 +122,14 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
             if retriever is not None and hasattr(retriever, "close"):
                 retriever.close()
     out_dir = new_eval_dir(settings.paths.evals_dir)
+    if calibrated is not None:
+        result.notes.append(
+            f"gate calibrated: answerability < {calibrated['threshold']} is refused "
+            f"({calibrated['refused_unanswerable']:.0%} of {calibrated['unanswerable']} "
+            f"unanswerable, {calibrated['refused_answerable']:.0%} of {calibrated['answerable']} "
+            f"answerable questions); written to {calibrated['path']}")
+        if cfg.url:
+            result.notes.append("the server at --url reads the new gate when it restarts")
     result.notes.append(f"log: {log_path}")
     write_outputs(out_dir, result.to_dict(), result.answers,
                   resolved_config(cfg, settings, result, len(items), note))

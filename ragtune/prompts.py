@@ -20,6 +20,16 @@ DEFAULT_SYSTEM = (
 NO_ANSWER = "I don't know: the documents I have do not answer this question."
 NO_ANSWER_ZH = "我不知道：现有文档中没有这个问题的答案。"
 
+REFUSAL_PATTERNS = (
+    "i don't know", "i do not know", "i dont know", "i'm not sure", "i am not sure",
+    "cannot answer", "can't answer", "unable to answer", "no answer to this",
+    "do not answer this", "don't answer this", "does not answer this",
+    "do not contain the answer", "does not contain the answer", "don't contain the answer",
+    "not mentioned in the", "no information about", "no information on",
+    "不知道", "无法回答", "不能回答", "没有这个问题的答案", "没有相关信息", "未提及", "没有提到",
+    "不清楚", "无法确定",
+)
+
 
 class Passage(Protocol):
     """Anything with a source, a section and a text (a `Chunk` is one)."""
@@ -69,6 +79,25 @@ def cited_answer(answer: str, n: int, quote: str = "") -> str:
     if len(quote) < 12 or quote.rstrip(".。") in answer:
         return head  # no sentence, or one the answer already holds
     return f'{head}\n[{n}]: "{quote}"'
+
+
+def refusal(question: str) -> str:
+    """The "I don't know" answer in the question's language."""
+    return NO_ANSWER_ZH if is_chinese(question) else NO_ANSWER
+
+
+def is_refusal(text: str) -> bool:
+    """True when a reply says it does not know (English or Chinese phrasings)."""
+    lowered = text.lower().replace("’", "'")
+    return any(p in lowered for p in REFUSAL_PATTERNS)
+
+
+def quoted_answer(question: str, n: int, sentence: str) -> str:
+    """The extracted answer: the best passage sentence, cited and said to be a quote."""
+    sentence = " ".join(sentence.split())
+    if is_chinese(question):
+        return f"文档原文 [{n}]：“{sentence}”"
+    return f'The documents say [{n}]: "{sentence}"'
 
 
 def is_chinese(text: str) -> bool:

@@ -59,7 +59,13 @@ class Settings(BaseSettings):
     upstream_api_key: SecretStr | None = None
     upstream_model: str | None = None
     top_k: int = Field(4, ge=1, le=50)
-    relevance_threshold: float = 0.0
+    relevance_threshold: float = 0.0  # raw retrieval score floor (mode-specific); prefer the gate
+    # Grounding (see docs/serving.md "Grounding"): what a user gets when an answer is not
+    # supported by a passage it cites, and the "nothing relevant was found" gate (None: the
+    # calibration beside the index, written by `ragtune eval --calibrate`, else the default).
+    on_unsupported: Literal["extract", "refuse", "flag"] = "extract"
+    answerable_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    reranker: str = ""  # a cross-encoder (HF id or local dir) used by serving and eval
     max_new_tokens: int = Field(256, ge=1)
     max_question_chars: int = Field(4000, ge=1)
     max_new_tokens_limit: int = Field(2048, ge=1)

@@ -8,22 +8,30 @@ of the prompt is `sources[n-1]` of the answer.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from ragtune.errors import RagtuneError
+from ragtune.prompts import (format_context, is_refusal, quoted_answer, refusal, system_prompt,
+                             user_prompt)
+from ragtune.types import (ChatMessage, GenerationRequest, GenerationResult, Generator, Hit,
+                           Retriever)
+from serving import grounding
 from serving.config import AssistantConfig
 from serving.generation import check_model, complete, stream_events
 from serving.history import Answer, AnswerStore, Source
 from serving.reasoning import ReasoningSplitter, split_reasoning
-from ragtune.errors import RagtuneError
-from ragtune.prompts import (NO_ANSWER, NO_ANSWER_ZH, format_context, is_chinese, system_prompt,
-                             user_prompt)
-from ragtune.types import (ChatMessage, GenerationRequest, GenerationResult, Generator, Hit,
-                           Retriever)
+
+
+class Reranker(Protocol):
+    """Re-scores retrieved hits for a query (a cross-encoder, `retrieval.rerank`)."""
+
+    def rerank(self, query: str, hits: list[Hit], k: int) -> list[Hit]: ...
 
 
 class NoIndexError(RagtuneError):
@@ -42,6 +50,8 @@ class Prompt:
     context: str = ""
     refusal: str | None = None  # set when retrieval found nothing relevant
     retrieval_ms: float = 0.0
+    use_rag: bool = False
+    answerability: float | None = None  # the gate's score (None without retrieval)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))  # becomes the answer's id
 
 
@@ -62,8 +72,9 @@ class Assistant:
 
     def __init__(self, generator: Generator, retriever: Retriever | None = None,
                  config: AssistantConfig | None = None, store: AnswerStore | None = None,
-                 no_index_reason: str = "no index is loaded; run `ingest DOCS` first") -> None:
-        self.generator, self.retriever = generator, retriever
+                 no_index_reason: str = "no index is loaded; run `ingest DOCS` first",
+                 reranker: Reranker | None = None) -> None:
+        self.generator, self.retriever, self.reranker = generator, retriever, reranker
         self.config = config or AssistantConfig()
         self.store = store if store is not None else AnswerStore(self.config.history_size)
         self.no_index_reason = no_index_reason
@@ -80,8 +91,22 @@ class Assistant:
         """Hits at or above the relevance threshold, best first."""
         if self.retriever is None:
             raise NoIndexError(self.no_index_reason)
-        hits = self.retriever.search(question, top_k or self.config.top_k, self.config.search_mode)
-        return [h for h in hits if h.score >= self.config.relevance_threshold]
+        k = top_k or self.config.top_k
+        if self.reranker is None:
+            hits = self.retriever.search(question, k, self.config.search_mode)
+            return [h for h in hits if h.score >= self.config.relevance_threshold]
+        pool = self.retriever.search(question, max(k, self.config.rerank_pool),
+                                     self.config.search_mode)
+        return self.reranker.rerank(question, pool, k)
+
+    def answerability(self, question: str, hits: list[Hit]) -> float:
+        """The gate's score: the best sentence's question coverage, averaged with the
+        reranker's top score (squashed to 0..1) when a reranker chose the hits."""
+        score = grounding.answerability(question, [(i, h.chunk.text)
+                                                   for i, h in enumerate(hits, start=1)])
+        if self.reranker is not None and hits:
+            score = (score + 1 / (1 + math.exp(-hits[0].score))) / 2
+        return round(score, 4)
 
     def prepare(self, question: str, *, use_rag: bool = True, top_k: int | None = None,
                 history: list[ChatMessage] | None = None) -> Prompt:
@@ -100,15 +125,18 @@ class Assistant:
         sources = [Source(i, h.chunk.source, h.chunk.position, h.chunk.section, round(h.score, 6),
                           h.chunk.text) for i, h in enumerate(hits, start=1)]
         chunks = [h.chunk for h in hits]
-        if not chunks and self.config.refuse_without_context:
-            refusal = NO_ANSWER_ZH if is_chinese(question) else NO_ANSWER
-            return Prompt([], question, refusal=refusal, retrieval_ms=retrieval_ms)
+        score = self.answerability(question, hits)
+        if self.config.refuse_without_context and (
+                not chunks or score < self.config.answerable_threshold):
+            return Prompt([], question, sources, refusal=refusal(question),
+                          retrieval_ms=retrieval_ms, use_rag=True, answerability=score)
         turns = list(history) if history else [{"role": "user", "content": question}]
         last_user = max(i for i, m in enumerate(turns) if m["role"] == "user")
         turns[last_user] = {"role": "user", "content": user_prompt(question, chunks)}
         if not any(m["role"] == "system" for m in turns):
             turns.insert(0, {"role": "system", "content": self.system})
-        return Prompt(turns, question, sources, format_context(chunks), retrieval_ms=retrieval_ms)
+        return Prompt(turns, question, sources, format_context(chunks), retrieval_ms=retrieval_ms,
+                      use_rag=True, answerability=score)
 
     def request(self, prompt: Prompt, params: Params) -> GenerationRequest:
         """The generation request for a prepared prompt (the model name checked)."""
@@ -175,10 +203,54 @@ class Assistant:
         timings = {"retrieval_ms": round(prompt.retrieval_ms, 1),
                    "generation_ms": round(seconds * 1000, 1),
                    "tokens_per_s": round(result.completion_tokens / seconds, 1) if seconds else 0.0}
-        answer = Answer(prompt.id, prompt.question, text, reasoning, prompt.sources,
-                        model, prompt.context, usage, timings, result.finish_reason, refused)
+        started = time.perf_counter()
+        final, kind, verdict = self.ground(prompt, text, refused)
+        timings["grounding_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        answer = Answer(prompt.id, prompt.question, final, reasoning, prompt.sources,
+                        model, prompt.context, usage, timings, result.finish_reason,
+                        kind == "refused", answer_kind=kind, grounding=verdict,
+                        generated=text if final != text else "")
         self.store.add(answer)
         return answer
+
+    def ground(self, prompt: Prompt, text: str, refused: bool = False
+               ) -> tuple[str, str, dict[str, Any]]:
+        """(final answer, answer_kind, grounding verdict) of a generated text.
+
+        Without retrieval nothing is checked. With it, the answer is checked against the
+        passages it cites; an unsupported one is replaced according to `on_unsupported`:
+        `extract` quotes the passage sentence that best answers the question (or refuses when
+        no sentence is relevant enough for the gate), `refuse` says it does not know, `flag`
+        keeps the generated text marked unsupported.
+        """
+        if not prompt.use_rag:
+            return text, "generated", grounding.Grounding(False, checked=False,
+                                                          reason="no retrieval").to_dict()
+        passages = [(s.n, s.text) for s in prompt.sources]
+        extra = {"answerability": prompt.answerability}
+        if refused:
+            why = ("nothing was retrieved" if not passages else
+                   "nothing relevant was found (answerability below the gate)")
+            return text, "refused", {**grounding.Grounding(False, checked=False,
+                                                           reason=why).to_dict(), **extra}
+        if is_refusal(text):
+            return text, "refused", {**grounding.Grounding(
+                False, reason="the model said it does not know").to_dict(), **extra}
+        if not passages:  # refuse_without_context is off: the model answered on its own
+            return text, "generated", {**grounding.Grounding(
+                False, checked=False, reason="no passages were retrieved").to_dict(), **extra}
+        verdict = grounding.check(prompt.question, text, passages)
+        out = {**verdict.to_dict(), **extra}
+        mode = self.config.on_unsupported
+        if verdict.supported or mode == "flag":
+            return text, "generated", out
+        if mode == "extract":
+            best = grounding.extract(prompt.question, passages)
+            if best is not None and best[2] >= max(self.config.answerable_threshold, 1e-9):
+                n, sentence, _ = best
+                return quoted_answer(prompt.question, n, sentence), "extracted", {
+                    **out, "passage": n, "sentence": sentence}
+        return refusal(prompt.question), "refused", out
 
 
 def _events(parts: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:

@@ -15,6 +15,10 @@ from ragtune.settings import Settings
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 SEARCH_MODES = ("hybrid", "dense", "bm25")
+# The gate's threshold when neither the settings nor a calibration beside the index give one:
+# measured on data/eval (see README "Grounding"), a question whose best passage sentence covers
+# less of its (IDF-weighted) terms than this is answered "I don't know".
+DEFAULT_ANSWERABLE = 0.2
 
 
 def require_positive(name: str, value: float) -> None:
@@ -58,6 +62,9 @@ class AssistantConfig:
 
     top_k: int = 4
     relevance_threshold: float = 0.0
+    on_unsupported: Literal["extract", "refuse", "flag"] = "extract"
+    answerable_threshold: float = DEFAULT_ANSWERABLE  # the gate on `grounding.answerability`
+    rerank_pool: int = 20  # candidates the reranker (when there is one) chooses the top_k from
     max_new_tokens: int = 256
     search_mode: str = "hybrid"
     refuse_without_context: bool = True
@@ -71,10 +78,23 @@ class AssistantConfig:
         require_positive("history_size", self.history_size)
         if self.search_mode not in SEARCH_MODES:
             raise ConfigError("search_mode", self.search_mode, f"use one of {SEARCH_MODES}")
+        if self.on_unsupported not in ("extract", "refuse", "flag"):
+            raise ConfigError("on_unsupported", self.on_unsupported, "use extract, refuse or flag")
+        if not 0.0 <= self.answerable_threshold <= 1.0:
+            raise ConfigError("answerable_threshold", self.answerable_threshold,
+                              "must be between 0 and 1")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AssistantConfig:
+        """From the settings; the gate comes from them, else from the index's calibration."""
+        from serving.gate import read_calibration
+
+        threshold = settings.answerable_threshold
+        if threshold is None:
+            calibration = read_calibration(settings.paths.index_dir)
+            threshold = calibration["threshold"] if calibration else DEFAULT_ANSWERABLE
         values = dict(top_k=settings.top_k, relevance_threshold=settings.relevance_threshold,
+                      on_unsupported=settings.on_unsupported, answerable_threshold=threshold,
                       max_new_tokens=settings.max_new_tokens,
                       assistant_name=settings.assistant_name, organisation=settings.organisation)
         values.update({k: v for k, v in overrides.items() if v is not None})

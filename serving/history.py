@@ -51,8 +51,11 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     finish_reason: str = "stop"
-    refused: bool = False  # nothing relevant was retrieved: the no-answer reply, no generation
+    refused: bool = False  # the "I don't know" answer (gate, grounding or the model itself)
     created: float = field(default_factory=time.time)
+    answer_kind: str = "generated"  # generated | extracted | refused
+    grounding: dict[str, Any] = field(default_factory=dict)  # serving.grounding.Grounding
+    generated: str = ""  # the model's own text when the answer replaced it (audit, feedback)
 
     @property
     def citations(self) -> list[int]:
@@ -65,7 +68,9 @@ class Answer:
         return {"id": self.id, "answer": self.answer, "reasoning": self.reasoning,
                 "sources": [s.to_dict() for s in self.sources], "citations": self.citations,
                 "model": self.model, "usage": self.usage, "timings": self.timings,
-                "finish_reason": self.finish_reason, "refused": self.refused}
+                "finish_reason": self.finish_reason, "refused": self.refused,
+                "answer_kind": self.answer_kind, "grounding": self.grounding,
+                "generated": self.generated}
 
 
 Listener = Callable[[Answer], None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ragtune.errors import RagtuneError
+from ragtune.errors import ModelNotFoundError, RagtuneError
 from ragtune.settings import Settings, apply_torch_threads
 from ragtune.types import Generator, Retriever
 from serving.config import EngineConfig
@@ -43,3 +43,20 @@ def load_retriever(settings: Settings) -> tuple[Retriever | None, str]:
     except RagtuneError as err:
         log.warning("index not loaded: %s", err)
         return None, f"the index at {index_dir} cannot be used: {err}"
+
+
+def load_reranker(settings: Settings):
+    """The configured cross-encoder reranker (`settings.reranker`), or None when none is set.
+
+    A reranker that is configured but cannot be found offline is an error at start-up, not a
+    silent fallback to unreranked retrieval.
+    """
+    if not settings.reranker:
+        return None
+    from retrieval.rerank import find_reranker
+
+    reranker, note = find_reranker(settings.reranker)
+    if reranker is None:
+        raise ModelNotFoundError(note)
+    log.info("%s", note)
+    return reranker

@@ -14,6 +14,12 @@ TEST_MODELS = Path(os.environ.get("RAGTUNE_TEST_MODELS", REPO / ".cache" / "test
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("RAGTUNE_CONFIG", None)
+# The canned fake generators answer "[base] 25 days [1]." whatever the passages say, which the
+# grounding check rightly rejects. Tests of the transport (HTTP, clients, UI) therefore run with
+# unsupported answers flagged rather than replaced and the refusal gate open; the grounding
+# tests (tests/serving/test_grounding*.py) set `on_unsupported` and the gate explicitly.
+os.environ.setdefault("RAGTUNE_ON_UNSUPPORTED", "flag")
+os.environ.setdefault("RAGTUNE_ANSWERABLE_THRESHOLD", "0")
 # Subprocesses (CLI runs, servers) import the tests' fakes through `import:tests.fakes:...` specs.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)

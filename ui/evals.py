@@ -11,8 +11,10 @@ from typing import Any
 
 import gradio as gr
 
-ANSWER_COLUMNS = ["config", "model", "rag", "n", "exact_match", "f1", "contains", "rouge_l",
-                  "refusal_rate", "citation", "hit", "seconds", "tokens_per_s"]
+ANSWER_COLUMNS = ["config", "model", "rag", "n", "correct", "wrong_unflagged",
+                  "refusal_unanswerable", "refusal_answerable", "supported", "extracted",
+                  "exact_match", "f1", "contains", "rouge_l", "refusal_rate", "citation", "hit",
+                  "seconds", "tokens_per_s"]
 RETRIEVAL_COLUMNS = ["mode", "hit", "recall", "mrr", "n"]
 NO_EVAL = ("No evaluation yet. Run `ragtune eval` (it compares base, base+RAG, tuned and "
            "tuned+RAG) and press ↻.")

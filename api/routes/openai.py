@@ -69,7 +69,18 @@ def _completion(answer: Answer) -> dict[str, Any]:
             "model": answer.model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": _finish_reason(answer.finish_reason)}],
-            "usage": answer.usage, "sources": [s.to_dict() for s in answer.sources]}
+            "usage": answer.usage, "sources": [s.to_dict() for s in answer.sources],
+            "ragtune": _verdict(answer)}
+
+
+def _verdict(answer: Answer) -> dict[str, Any]:
+    """The `ragtune` extension field: the grounding verdict and, when the service replaced the
+    generated text (streaming: the text already sent), the answer to show instead."""
+    out = {"answer_kind": answer.answer_kind, "grounding": answer.grounding,
+           "refused": answer.refused, "citations": answer.citations}
+    if answer.generated:
+        out["answer"] = answer.answer
+    return out
 
 
 @router.post("/chat/completions")
@@ -111,7 +122,7 @@ async def _chunks(prompt: Prompt, model: str, events: Iterator[tuple[str, Any]],
             elif kind == "reasoning":
                 yield chunk({"reasoning_content": value})
             elif kind == "done":
-                yield chunk({}, _finish_reason(value.finish_reason))
+                yield chunk({}, _finish_reason(value.finish_reason), ragtune=_verdict(value))
                 if include_usage:
                     yield sse({**base, "choices": [], "usage": value.usage})
     except Exception as err:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does

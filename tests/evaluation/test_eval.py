@@ -48,8 +48,10 @@ def add_run(workspace: Path, name: str) -> None:
 
 
 def answerer(generator, retriever=None) -> AssistantAnswerer:
-    """The service's Assistant over the given generator and retriever (no relevance cut-off)."""
-    config = AssistantConfig(relevance_threshold=-1.0)
+    """The service's Assistant over the given generator and retriever (no relevance cut-off;
+    the echo fake is not grounded, so its answers are flagged, not replaced)."""
+    config = AssistantConfig(relevance_threshold=-1.0, on_unsupported="flag",
+                             answerable_threshold=0.0)
     return AssistantAnswerer(Assistant(generator, retriever, config))
 
 

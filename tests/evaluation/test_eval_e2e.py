@@ -148,7 +148,9 @@ def test_url_mode_asks_a_live_server_with_its_api_key(workspace, tmp_path, monke
     add_run(workspace, "run1")
     generator = EchoGenerator(adapters=["run1"])
     app = create_app(load_settings(), generator=generator, retriever=StaticRetriever(CHUNKS),
-                     assistant_config=AssistantConfig(relevance_threshold=-1.0))
+                     assistant_config=AssistantConfig(relevance_threshold=-1.0,
+                                                      on_unsupported="flag",
+                                                      answerable_threshold=0.0))
     qa = write_qa(tmp_path / "qa.jsonl")
     with serving(app) as url:
         result, out = run(EvalConfig(qa=qa, models="base,run1", k=4, max_new_tokens=512,

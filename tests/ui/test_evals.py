@@ -9,13 +9,15 @@ from pathlib import Path
 from gradio_client import Client
 
 from tests.ui.conftest import Stack
-from ui.evals import NO_EVAL, latest_eval, read_eval
+from ui.evals import ANSWER_COLUMNS, NO_EVAL, latest_eval, read_eval
 
 
 def _configuration(name: str, model: str, rag: bool, f1: float) -> dict:
     return {"config": name, "model": model, "rag": rag, "n": 10, "exact_match": f1 / 2,
             "f1": f1, "contains": f1, "rouge_l": f1, "refusal_rate": 0.1,
-            "refusal_unanswerable": 1.0, "refusal_answerable": 0.0,
+            "refusal_unanswerable": 1.0, "refusal_answerable": 0.0, "correct": f1,
+            "wrong_unflagged": round(1 - f1, 2), "supported": 0.6 if rag else None,
+            "extracted": 0.1 if rag else 0.0,
             "citation": 0.5 if rag else None,
             "hit": 0.9 if rag else None, "mrr": 0.8 if rag else None, "seconds": 3.2,
             "tokens_per_s": 40.0, "by_lang": {}}
@@ -47,7 +49,9 @@ def test_latest_eval_and_its_table(tmp_path: Path) -> None:
     assert latest_eval(tmp_path) == new
     data = read_eval(new)
     assert [row[0] for row in data["answers"]] == ["base", "base+rag", "tuned", "tuned+rag"]
-    assert data["answers"][3][5] == 0.7 and data["retrieval"][0][:2] == ["hybrid", 0.9]
+    columns = dict(zip(ANSWER_COLUMNS, data["answers"][3]))
+    assert columns["f1"] == 0.7 and columns["correct"] == 0.7 and columns["supported"] == 0.6
+    assert columns["wrong_unflagged"] == 0.3 and data["retrieval"][0][:2] == ["hybrid", 0.9]
     assert data["chart"] == new / "chart.png" and "6 unanswerable" in data["summary"]
 
 

@@ -1,0 +1,301 @@
+"""The grounding check: is a retrieval answer supported by a passage it cites?
+
+Mechanism (lexical, deterministic, no model; about a millisecond per answer, see
+`bench/bench_grounding.py`). A small NLI or extractive model would be better, but none ships
+offline, and a check that runs on every answer must cost ≪ the generation:
+
+1. The answer is split into its claim (the text without `[n]` markers and without the RAFT
+   evidence lines `[n]: "quote"`) and its quotes. Reasoning (`<think>`) never reaches here.
+2. The claim's *facts* (numbers, dates, codes such as TW-40, capitalised names) must all occur
+   in the cited passage, and its *content terms* that the question does not already hold
+   (English: Snowball-stemmed words without stop words; Chinese: jieba words, also matched
+   as substrings of the passage) must be covered
+   there to `min_coverage`. A quote must be a near-verbatim span of its passage.
+3. The supporting sentence (with its neighbours) must be about the question: its weighted
+   coverage of the question's terms must reach `relevance_margin` × that of the best sentence
+   among all retrieved passages. This catches the worst case, a confident citation of a real
+   but off-topic sentence ("3 days [3]" from a carry-over rule, asked about annual leave).
+
+`extract()` picks the sentence (or table row, with its header) of the retrieved passages that
+best answers the question; `answerability()` is the best sentence's weighted coverage of the
+question, the score that the calibrated "nothing relevant was found" gate compares.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+
+_CJK = "\u4e00-\u9fff\u3400-\u4dbf"
+_CJK_RUN = re.compile(rf"[{_CJK}]+")
+_WORD = re.compile(rf"[^\W_{_CJK}]+(?:[-'.][^\W_{_CJK}]+)*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+_EVIDENCE = re.compile(r'^\s*\[(\d{1,3})\]\s*[:：]\s*["“「](.*?)["”」]?\s*$', re.MULTILINE)
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s+|(?<=[。！？；])|\n+")
+_CJK_STOP = set("的了是在和与或吗呢么什多少几哪怎为如何请问该这那有个中上下对从到被把给让也都就而及其之")
+_STOP = set("""a about above after again against all am an and any are as at be because been before
+being below between both but by can could did do does doing down during each few for from further
+get gets got had has have having he her here hers herself him himself his how i if in into is it
+its itself just me more most my myself no nor not now of off on once only or other our ours out
+over own per same she should so some such than that the their theirs them then there these they
+this those through to too under until up very was we were what when where which while who whom
+why will with would you your yours yes also may must shall within without each every much many
+says said according answer question passage passages document documents""".split())
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    w = word.lower().strip("'.-")
+    if w.endswith("'s"):
+        w = w[:-2]
+    return w if any(c.isdigit() for c in w) else _stemmer().stemWord(w)
+
+
+@lru_cache(maxsize=4096)
+def _cjk_words(run: str) -> tuple[str, ...]:
+    """jieba words of a CJK run (the BM25 index's segmentation), without one-character words
+    (particles and the like) unless the run is a single character."""
+    import jieba
+
+    if len(run) == 1:
+        return (run,) if run not in _CJK_STOP else ()
+    words = [w for w in jieba.lcut(run) if len(w) > 1 and not set(w) <= _CJK_STOP]
+    return tuple(words)
+
+
+def terms(text: str) -> set[str]:
+    """Content terms: stemmed non-stop words (numbers kept) and jieba words of CJK runs."""
+    out = {_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP}
+    for run in _CJK_RUN.findall(text):
+        out.update(_cjk_words(run))
+    out.discard("")
+    return out
+
+
+def facts(text: str) -> set[str]:
+    """What must be literally in the passage: numbers, codes (letters with digits), names."""
+    found = {n.replace(",", "") for n in _NUMBER.findall(text)}
+    for word in _WORD.findall(text):
+        if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
+            found.add(word.lower())
+        elif word[:1].isupper() and word.lower() not in _STOP and len(word) > 1:
+            found.add(word.lower())
+    return found
+
+
+def _has_fact(fact: str, passage_lower: str) -> bool:
+    if fact.replace(".", "").isdigit():
+        plain = passage_lower.replace(",", "")
+        return re.search(rf"(?<![\d.]){re.escape(fact)}(?![\d]|\.\d)", plain) is not None
+    return re.search(rf"(?<![^\W_]){re.escape(fact)}(?![^\W_])", passage_lower) is not None
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences and table rows of a passage; a table row carries its header row."""
+    out: list[str] = []
+    header: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            if re.fullmatch(r"\|?[\s:|-]+\|?", stripped):
+                continue  # the |---| separator
+            if header is None:
+                header = stripped
+                out.append(stripped)
+            else:
+                out.append(f"{header}\n{stripped}")
+            continue
+        header = None
+        out.extend(s.strip() for s in _SENTENCE_END.split(stripped) if s and s.strip())
+    return out
+
+
+def split_answer(answer: str) -> tuple[str, list[tuple[int, str]], list[int]]:
+    """(claim, quotes as (n, text), cited n's) of an answer in the cited layout."""
+    quotes = [(int(n), q.strip()) for n, q in _EVIDENCE.findall(answer)]
+    claim = _EVIDENCE.sub("", answer)
+    cited = [int(n) for n in _MARKER.findall(answer)]
+    claim = _MARKER.sub(" ", claim)
+    claim = re.sub(r"\s+", " ", claim).strip().strip("\"'“”「」").strip()
+    return claim, quotes, list(dict.fromkeys(cited))
+
+
+def is_degenerate(text: str) -> bool:
+    """Loops and marker-only replies: a 3-gram repeated so that it fills most of the text."""
+    words = _WORD.findall(text) + _CJK_RUN.findall(text) or text.split()
+    if _MARKER.sub("", text).strip(" .,;:\n") == "" and _MARKER.search(text):
+        return True
+    if len(words) < 9:
+        return False
+    grams = Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
+    top, count = grams.most_common(1)[0]
+    return count >= 4 and count * 3 >= 0.5 * len(words)
+
+
+@dataclass
+class Grounding:
+    """The verdict on one answer, as `/ask` and the `/v1` `ragtune` field return it."""
+
+    supported: bool
+    checked: bool = True  # False when there was nothing to check against (no retrieval)
+    passage: int | None = None  # the supporting passage n
+    sentence: str | None = None  # the supporting sentence of that passage
+    score: float = 0.0  # coverage of the claim's content by the passage (0..1)
+    relevance: float = 0.0  # the supporting sentence's question coverage vs the best one
+    reason: str | None = None  # why it is not supported
+    cited: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckerConfig:
+    """Thresholds of the lexical check (see the module docstring)."""
+
+    min_coverage: float = 0.6
+    quote_coverage: float = 0.8
+    relevance_margin: float = 0.7
+
+
+class _Scorer:
+    """Question-term weights (IDF over the retrieved passages' sentences) and sentence scores."""
+
+    def __init__(self, question: str, passages: Sequence[tuple[int, str]]) -> None:
+        self.units = [(n, i, s) for n, text in passages for i, s in enumerate(sentences(text))]
+        self.unit_terms = [terms(s) for _, _, s in self.units]
+        self.question_terms = terms(question)
+        df = Counter(t for ts in self.unit_terms for t in ts & self.question_terms)
+        total = max(len(self.units), 1)
+        self.weight = {t: math.log(1 + (total + 1) / (df.get(t, 0) + 0.5))
+                       for t in self.question_terms}
+        self.norm = sum(self.weight.values()) or 1.0
+
+    def relevance(self, unit_terms: set[str]) -> float:
+        return sum(w for t, w in self.weight.items() if t in unit_terms) / self.norm
+
+    def window_terms(self, k: int) -> set[str]:
+        n, i, _ = self.units[k]
+        out = set(self.unit_terms[k])
+        for j in (k - 1, k + 1):
+            if 0 <= j < len(self.units) and self.units[j][0] == n:
+                out |= self.unit_terms[j]
+        return out
+
+    def best(self) -> tuple[int, float]:
+        """Index of the most relevant unit (ties: earlier passage) and its relevance."""
+        if not self.units:
+            return -1, 0.0
+        scored = [(self.relevance(self.window_terms(k)) + 0.5 * self.relevance(ts), -k)
+                  for k, ts in enumerate(self.unit_terms)]
+        top, neg_k = max(scored)
+        return -neg_k, self.relevance(self.window_terms(-neg_k))
+
+
+def answerability(question: str, passages: Sequence[tuple[int, str]]) -> float:
+    """How well the best retrieved sentence covers the question's terms (0..1, IDF-weighted)."""
+    return _Scorer(question, passages).best()[1]
+
+
+def extract(question: str, passages: Sequence[tuple[int, str]]) -> tuple[int, str, float] | None:
+    """The (passage n, sentence, relevance) that best answers the question, or None."""
+    scorer = _Scorer(question, passages)
+    k, rel = scorer.best()
+    if k < 0:
+        return None
+    n, _, sentence = scorer.units[k]
+    return n, sentence, rel
+
+
+def check(question: str, answer: str, passages: Sequence[tuple[int, str]],
+          config: CheckerConfig | None = None) -> Grounding:
+    """Check an answer against the passages it cites (all passages when it cites none)."""
+    cfg = config or CheckerConfig()
+    if not passages:
+        return Grounding(False, checked=False, reason="no passages were retrieved")
+    claim, quotes, cited = split_answer(answer)
+    by_n = dict(passages)
+    bad = [n for n in cited if n not in by_n]
+    if bad:
+        return Grounding(False, reason=f"cites [{bad[0]}], which is not a retrieved passage",
+                         cited=cited)
+    if not claim or is_degenerate(answer):
+        return Grounding(False, reason="the answer is empty or degenerate", cited=cited)
+    for n, quote in quotes:
+        if _coverage(quote, by_n[n]) < cfg.quote_coverage:
+            return Grounding(False, reason=f"the quote is not in passage [{n}]", cited=cited)
+    scorer = _Scorer(question, passages)
+    best_k, best_rel = scorer.best()
+    verdicts = [_against(claim, question, n, scorer, best_rel, cfg)
+                for n in (cited or [n for n, _ in passages])]
+    good = [v for v in verdicts if v.supported]
+    pick = max(good or verdicts, key=lambda v: (v.score, v.relevance))
+    pick.cited = cited
+    if not good and not cited:
+        pick.reason = f"{pick.reason} (the answer cites no passage)"
+    return pick
+
+
+def _covered(want: set[str], have: set[str], text: str) -> float:
+    """Share of `want` found in `have`; a CJK term also counts when it is a substring of the
+    text (a claim's bigram may straddle the passage's own bigram boundaries)."""
+    if not want:
+        return 1.0
+    hits = sum(1 for t in want if t in have or (_CJK_RUN.fullmatch(t) and t in text))
+    return hits / len(want)
+
+
+def _coverage(text: str, passage: str) -> float:
+    missing = [f for f in facts(text) if not _has_fact(f, passage.lower())]
+    if missing:
+        return 0.0
+    return _covered(terms(text), terms(passage), passage)
+
+
+def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float,
+             cfg: CheckerConfig) -> Grounding:
+    """The verdict of the claim against passage n."""
+    units = [k for k, (m, _, _) in enumerate(scorer.units) if m == n]
+    text = " ".join(scorer.units[k][2] for k in units)
+    lower = text.lower()
+    question_lower = question.lower()
+    missing = sorted(f for f in facts(claim)
+                     if not _has_fact(f, lower) and not _has_fact(f, question_lower))
+    claim_terms = terms(claim)
+    new_terms = claim_terms - scorer.question_terms or claim_terms
+    if not new_terms and not facts(claim):
+        return Grounding(False, passage=n, reason="the answer states nothing that can be checked")
+    have = set().union(*(scorer.window_terms(k) for k in units)) if units else set()
+    coverage = _covered(new_terms, have, text)
+    if not units:
+        return Grounding(False, passage=n, reason=f"passage [{n}] is empty")
+    k = max(units, key=lambda k: (len(new_terms & scorer.window_terms(k)), -k))
+    rel = scorer.relevance(scorer.window_terms(k))
+    ratio = rel / best_rel if best_rel > 0 else 1.0
+    common = dict(passage=n, sentence=scorer.units[k][2], score=round(coverage, 3),
+                  relevance=round(min(ratio, 1.0), 3))
+    if missing:
+        return Grounding(False, reason=f"{', '.join(missing[:3])} not in passage [{n}]", **common)
+    if coverage < cfg.min_coverage:
+        return Grounding(False, reason=f"passage [{n}] covers {coverage:.0%} of the answer's "
+                         "content", **common)
+    if ratio < cfg.relevance_margin:
+        return Grounding(False, reason=f"the sentence of passage [{n}] is not the one about the "
+                         "question", **common)
+    return Grounding(True, **common)
+
+
