@@ -106,3 +106,28 @@ class StaticRetriever(Retriever):
         scores = self._vectors @ self.embedder.embed([query])[0]
         order = np.argsort(-scores, kind="stable")[:k]
         return [Hit(self.chunks[i], float(scores[i])) for i in order]
+
+
+class CannedGenerator(Generator):
+    """Answers each question with the reply of the first key found in its last user turn
+    (the text as a model would write it, no model-name prefix); `default` otherwise."""
+
+    def __init__(self, replies: dict[str, str], default: str = "I don't know.") -> None:
+        self.replies, self.default = replies, default
+
+    def models(self) -> list[str]:
+        return ["base"]
+
+    def _answer(self, req: GenerationRequest) -> str:
+        last = next((m["content"] for m in reversed(req.messages) if m["role"] == "user"), "")
+        question = last.rsplit("Question:", 1)[-1]
+        return next((r for k, r in self.replies.items() if k in question), self.default)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return [GenerationResult(self._answer(r), 10, len(self._answer(r).split()))
+                for r in requests]
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        text = self._answer(request)
+        for i in range(0, len(text), 4):
+            yield text[i:i + 4]
