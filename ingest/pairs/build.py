@@ -195,7 +195,7 @@ def build_pairs(settings: Settings, index_or_chunks: Any, cfg: PairsConfig | Non
         gen.close()
     kept = _select(docs, generated, cfg, report)
     report.pairs = len(kept)
-    _write(settings, cfg, kept, chunks, report)
+    _write(settings, cfg, kept, chunks, report, _searcher(index_or_chunks))
     report.seconds = time.perf_counter() - start
     for source, n in report.per_document.items():
         log.info("pairs per document: %s: %d", source, n)
@@ -203,12 +203,21 @@ def build_pairs(settings: Settings, index_or_chunks: Any, cfg: PairsConfig | Non
     return report
 
 
+def _searcher(index_or_chunks: Any):
+    """The index's hybrid search as `(question, k) -> chunks`, for hard-negative distractors
+    (None when pairs are built from a bare list of chunks)."""
+    search = getattr(index_or_chunks, "search", None)
+    if not callable(search):
+        return None
+    return lambda question, k: [h.chunk for h in search(question, k, "hybrid")]
+
+
 def _write(settings: Settings, cfg: PairsConfig, kept: Sequence[tuple[QAPair, Chunk]],
-           chunks: Sequence[Chunk], report: PairsReport) -> None:
+           chunks: Sequence[Chunk], report: PairsReport, search: Any = None) -> None:
     """Rows for the train/validation split and identity pairs, written with their config."""
     system = system_prompt(settings.assistant_name, settings.organisation) if (
         cfg.system_prompt) else None
-    pool = DistractorPool(chunks)
+    pool = DistractorPool(chunks, search, cfg.hard_negatives)
     train, val = split_pairs(kept, cfg.seed, cfg.val_ratio)
     train_rows = rows_for_pairs(train, pool, cfg, system)
     val_rows = rows_for_pairs(val, pool, cfg, system)

@@ -11,7 +11,8 @@ def pairs(workspace: Path | None = None,
           mode: Literal["plain", "context", "both"] = "both",
           oracle_p: float = 0.8,
           distractors: int = 3,
-          no_oracle_answer: Literal["ground_truth", "refuse"] = "ground_truth",
+          no_oracle_answer: Literal["ground_truth", "refuse"] = "refuse",
+          hard_negatives: int = 3,
           val_ratio: float = 0.05,
           seed: int = 42,
           max_pairs_per_chunk: int = 6,
@@ -39,7 +40,10 @@ def pairs(workspace: Path | None = None,
             or both.
         oracle_p: share of context samples that contain the oracle passage.
         distractors: distractor passages per context sample.
-        no_oracle_answer: answer when the oracle is left out: ground_truth (RAFT) or refuse.
+        no_oracle_answer: answer when the oracle is left out: refuse (default) or ground_truth
+            (RAFT's original).
+        hard_negatives: distractors taken from the index's top hits for the question (0: all
+            random).
         val_ratio: share of questions held out for validation (deterministic under --seed).
         seed: seed of the split and of the RAFT sampling.
         max_pairs_per_chunk: cap on questions per chunk.

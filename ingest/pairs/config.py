@@ -24,8 +24,11 @@ class PairsConfig:
             passages -> cited answer) or both.
         oracle_p: share of context samples whose passages include the oracle chunk (RAFT's P).
         distractors: distractor chunks per context sample (RAFT's k); oracle + k passages.
-        no_oracle_answer: answer of samples without the oracle: ground_truth (RAFT: the model
-            still answers, learning the domain) or refuse (the NO_ANSWER sentence).
+        no_oracle_answer: answer of samples without the oracle: refuse (default: the NO_ANSWER
+            sentence, what the grounding check expects when the passages lack the answer) or
+            ground_truth (RAFT's original: the model answers from memory).
+        hard_negatives: distractors drawn from the index's own top hits for the question
+            (near misses) before random ones; 0 for random distractors only.
         val_ratio: share of questions held out in the validation file.
         seed: seed of the split, the distractor choice and the oracle drop.
         max_pairs_per_chunk: cap on questions kept per chunk (after quality filtering).
@@ -46,7 +49,8 @@ class PairsConfig:
     mode: Mode = "both"
     oracle_p: float = 0.8
     distractors: int = 3
-    no_oracle_answer: NoOracle = "ground_truth"
+    hard_negatives: int = 3
+    no_oracle_answer: NoOracle = "refuse"
     val_ratio: float = 0.05
     seed: int = 42
     max_pairs_per_chunk: int = 6
@@ -75,10 +79,11 @@ class PairsConfig:
         self._range("val_ratio", 0.0, 0.9)
         self._range("near_dup_threshold", 0.5, 1.0)
         self._range("support_threshold", 0.0, 1.0)
-        for name in ("distractors", "max_pairs_per_chunk", "min_question_chars",
+        for name in ("distractors", "hard_negatives", "max_pairs_per_chunk", "min_question_chars",
                      "max_question_chars", "max_answer_chars", "teacher_concurrency",
                      "teacher_retries", "self_max_new_tokens"):
-            low = 0 if name in ("distractors", "teacher_retries", "min_question_chars") else 1
+            low = 0 if name in ("distractors", "hard_negatives", "teacher_retries",
+                                "min_question_chars") else 1
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(name, value, f"must be an integer >= {low}")

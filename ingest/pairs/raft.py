@@ -1,19 +1,22 @@
 """Alpaca rows from QA pairs: closed-book rows and RAFT context rows (Zhang et al. 2024).
 
 A context row's user turn is `ragtune.prompts.user_prompt(question, passages)`, the layout /ask
-uses at serving time: the oracle chunk among k distractor chunks (from other documents when
-there are any), in shuffled order. The oracle is kept in a fraction `oracle_p` of rows; its
-answer comes first with its [n] marker, then the supporting sentence (`cited_answer`). Rows
-without the oracle hold k+1 distractors, so every row has the same number of passages as a
-retrieval; their answer is, by default, still the ground truth without a citation, as in RAFT,
-which pushes the domain knowledge into the weights (`no_oracle_answer="refuse"` teaches the
-NO_ANSWER sentence instead, for deployments that must never answer beyond the context).
+uses at serving time: the oracle chunk among k distractor chunks, in shuffled order.
+Distractors are the retriever's own near misses for the question (hard negatives: the index's
+top hits other than the oracle, never a chunk that holds the answer), filled up with random
+chunks of other documents; so a row looks like what retrieval hands the model at serving time.
+The oracle is kept in a fraction `oracle_p` of rows; its answer comes first with its [n]
+marker, then the supporting sentence (`cited_answer`). Rows without the oracle hold k+1
+distractors, so every row has the same number of passages as a retrieval; by default they
+teach the NO_ANSWER sentence (`no_oracle_answer="refuse"`): an answer the passages do not hold
+is exactly what the grounding check rejects at serving time, so the model must learn to say it
+does not know. `ground_truth` (RAFT's original) still answers from memory.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ingest.pairs.base import QAPair
 from ingest.pairs.config import PairsConfig
@@ -32,20 +35,35 @@ def pair_rng(cfg: PairsConfig, pair: QAPair) -> random.Random:
     return random.Random(f"{cfg.seed}\x00{pair.source}\x00{pair.position}\x00{pair.question}")
 
 
+Search = Callable[[str, int], Sequence[Chunk]]
+
+
 class DistractorPool:
-    """All chunks, for drawing distractors that prefer documents other than the oracle's."""
+    """All chunks, for drawing distractors: the retriever's hard negatives for the question
+    first (when a `search` is given), then random chunks of other documents, then of its own."""
 
-    def __init__(self, chunks: Sequence[Chunk]) -> None:
+    def __init__(self, chunks: Sequence[Chunk], search: Search | None = None,
+                 hard: int | None = None) -> None:
         self.chunks = list(chunks)
+        self.search, self.hard = search, hard
 
-    def draw(self, oracle: Chunk, k: int, rng: random.Random) -> list[Chunk]:
-        """k chunks other than the oracle: from other documents first, then from its own."""
+    def draw(self, oracle: Chunk, k: int, rng: random.Random, question: str = "",
+             answer: str = "") -> list[Chunk]:
+        """k chunks other than the oracle, none holding the answer text."""
+        def usable(c: Chunk) -> bool:
+            return c.id != oracle.id and not (answer and answer.strip() in c.text)
+
+        picked: list[Chunk] = []
+        if self.search is not None and question:
+            hard = k if self.hard is None else min(self.hard, k)
+            picked = [c for c in self.search(question, k + 4) if usable(c)][:hard]
         order = list(range(len(self.chunks)))
         rng.shuffle(order)
+        taken = {c.id for c in picked}
         other = [self.chunks[i] for i in order if self.chunks[i].source != oracle.source]
-        same = [self.chunks[i] for i in order
-                if self.chunks[i].source == oracle.source and self.chunks[i].id != oracle.id]
-        return (other + same)[:k]
+        same = [self.chunks[i] for i in order if self.chunks[i].source == oracle.source]
+        fill = [c for c in other + same if usable(c) and c.id not in taken]
+        return (picked + fill)[:k]
 
 
 def plain_row(pair: QAPair, system: str | None) -> dict:
@@ -58,7 +76,8 @@ def context_row(pair: QAPair, oracle: Chunk, pool: DistractorPool, cfg: PairsCon
     """RAFT row: oracle (kept with probability oracle_p) among distractors, cited answer."""
     rng = pair_rng(cfg, pair)
     keep = rng.random() < cfg.oracle_p
-    passages = pool.draw(oracle, cfg.distractors + (0 if keep else 1), rng)
+    passages = pool.draw(oracle, cfg.distractors + (0 if keep else 1), rng, pair.question,
+                         pair.short or pair.answer)
     if keep:
         passages.append(oracle)
         rng.shuffle(passages)

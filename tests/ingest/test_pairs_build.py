@@ -4,6 +4,7 @@ split, the eval-leak check, incremental regeneration, and the `pairs` command on
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 
@@ -139,15 +140,39 @@ def test_raft_oracle_share_and_position_are_random_but_seeded():
         sd = (p_keep * (1 - p_keep) / len(rows)) ** 0.5
         assert abs(share - p_keep) < 4 * sd, (p_keep, share)
         dropped = [r for r in rows if r["kind"] == "context_no_oracle"]
-        # RAFT: without the oracle the answer is still the ground truth, and k+1 passages shown
-        assert all(r["output"].startswith("value ") for r in dropped)
+        # without the oracle the default answer is the refusal, and k+1 passages are shown
+        assert {r["output"] for r in dropped} == {NO_ANSWER}
         assert all(len(re.findall(r"^\[\d\] ", r["instruction"], re.M)) == 3 for r in dropped)
         positions = Counter(re.search(r" \[(\d)\]($|\n)", r["output"]).group(1)
                             for r in rows if r["kind"] == "context")
         assert set(positions) == {"1", "2", "3"}  # the oracle is shuffled among distractors
         assert rows == [context_row(p, c, pool, cfg, None) for p, c in pairs]  # seeded
-    refuse = PairsConfig(oracle_p=0.0, no_oracle_answer="refuse")
-    assert {context_row(p, c, pool, refuse, None)["output"] for p, c in pairs[:20]} == {NO_ANSWER}
+    raft = PairsConfig(oracle_p=0.0, no_oracle_answer="ground_truth")  # RAFT's original
+    assert all(context_row(p, c, pool, raft, None)["output"].startswith("value ")
+               for p, c in pairs[:20])
+
+
+def test_distractors_are_the_retrievers_near_misses_and_never_hold_the_answer():
+    pairs, pool = _pairs_and_pool()
+    pair, oracle = pairs[0]
+    near = [c for c in pool.chunks if c.id != oracle.id][:6]
+    holder = Chunk(9999, "other.md", 0, "", f"It says {pair.short} here.")
+    calls = []
+
+    def search(question: str, k: int) -> list[Chunk]:
+        calls.append((question, k))
+        return [oracle, holder, *near][:k]
+
+    hard = DistractorPool(pool.chunks + [holder], search, hard=2)
+    cfg = PairsConfig(oracle_p=1.0, distractors=3, seed=5)
+    row = context_row(pair, oracle, hard, cfg, None)
+    shown = re.findall(r"^\[\d\] (.+)$", row["instruction"], re.M)
+    assert calls and calls[0][0] == pair.question
+    assert f"{near[0].source}" in shown[0] or any(near[0].source in s for s in shown)
+    assert not any(s.startswith("other.md") for s in shown)  # holds the answer: never shown
+    drawn = hard.draw(oracle, 3, random.Random(1), pair.question, pair.short)
+    assert drawn[:2] == near[:2] and oracle not in drawn and holder not in drawn
+    assert len(drawn) == 3
 
 
 def test_eval_questions_never_reach_training(settings, tmp_path):
