@@ -61,10 +61,14 @@ PASSAGES_EN = [
      "only after a suspected compromise; the password manager is mandatory for shared accounts."),
 ]
 PASSAGES_ZH = [
-    ("handbook/leave-zh.md", "年假", "全职员工每个日历年享有二十七天带薪年假，兼职员工按比例享有。未休假期可顺延至次年三月。"),
-    ("handbook/expenses-zh.md", "报销", "差旅报销必须在出差结束后三十天内通过财务系统提交，超过二十五欧元的项目需附收据。"),
-    ("ops/safety-zh.md", "安全", "北风反应堆每季度按照第七号安全规定接受检查，检查报告由运营团队存档十年。"),
-    ("it/security-zh.md", "密码", "密码至少需要十四个字符，只有在怀疑泄露时才需更换；共享账户必须使用密码管理器。"),
+    ("handbook/leave-zh.md", "年假",
+     "全职员工每个日历年享有二十七天带薪年假，兼职员工按比例享有。未休假期可顺延至次年三月。"),
+    ("handbook/expenses-zh.md", "报销",
+     "差旅报销必须在出差结束后三十天内通过财务系统提交，超过二十五欧元的项目需附收据。"),
+    ("ops/safety-zh.md", "安全",
+     "北风反应堆每季度按照第七号安全规定接受检查，检查报告由运营团队存档十年。"),
+    ("it/security-zh.md", "密码",
+     "密码至少需要十四个字符，只有在怀疑泄露时才需更换；共享账户必须使用密码管理器。"),
 ]
 QUESTIONS = [("How many days of annual leave do full-time employees get?", PASSAGES_EN),
              ("全职员工每年有多少天年假？", PASSAGES_ZH),

@@ -151,7 +151,8 @@ def test_64_concurrent_requests_none_lost_outputs_exact(adapter_workspace, tiny_
     for model in models:
         adapter = None if model == "base" else adapter_workspace / "runs" / model / "adapter"
         for prompt in PROMPTS:
-            text = reference_output(tiny_llama_dir, adapter, [{"role": "user", "content": prompt}], 6)
+            messages = [{"role": "user", "content": prompt}]
+            text = reference_output(tiny_llama_dir, adapter, messages, 6)
             expected[model, prompt] = split_reasoning(text)[1]
             if "</think>" in text:  # a bare `</think>`: the stream splitter's known gap
                 bare_close.add((model, prompt))  # (issue 12), so these are not streamed
