@@ -1,20 +1,28 @@
-"""Serving throughput and latency: ragtune's batching engine vs the plain FastAPI recipe.
+"""Serving throughput and latency: ragtune's continuous-batching engine vs the plain recipe.
 
 Both servers run the same model (the embedded SmolLM2-135M-Instruct unless --model), each in
-its own process under a real uvicorn on loopback, and both answer `GET /generate?prompt=`:
+its own process under a real uvicorn on loopback, and both answer `GET /generate?prompt=`
+and `POST /chat` (plain) / `POST /v1/chat/completions` (ragtune) with chat messages:
 
 - plain:   the recipe users start from, an `async def` route that calls `model.generate`
            directly (so requests run one at a time, on the event loop);
-- ragtune: `api.app.create_app` with the dynamic-batching `TransformersGenerator`.
+- ragtune: `api.app.create_app` with the continuous-batching `TransformersGenerator`.
 
-Closed-loop clients (1, 4, 16 by default) send greedy requests with a fixed token budget;
-completion tokens are counted client-side with the model's tokenizer for both servers.
-Prints aggregate tokens/s, p50/p95 latency and ragtune/plain ratios. Goal: >= 4x throughput
-at 16 clients and no worse latency at 1.
+Three workloads in one run, each on plain then ragtune back to back (less drift):
+1. closed loop: 1, 4, 16 clients (`--levels`) of greedy short prompts, a fixed token budget;
+2. staggered arrivals: `--poisson-requests` requests with exponential gaps at a mean rate
+   that saturates the plain recipe (`--poisson-rate`, default 1.5x the plain one-client
+   request rate measured in 1.); ragtune's are streamed, so time-to-first-token is measured
+   (plain cannot stream: its TTFT is its latency);
+3. RAG prompts: the serving prompt (system prompt + 4 passages, English and Chinese
+   alternating) from `--rag-clients` closed-loop clients.
+Completion tokens are counted client-side with the model's tokenizer for both servers.
+Goals (issue 13): 16 clients >= 10x plain, 1 client >= 3x plain, Poisson p95 <= 1.5x p50.
 
-    .venv/bin/python bench/bench_serve.py                  # defaults, a few minutes on CPU
+    .venv/bin/python bench/bench_serve.py                  # defaults, several minutes on CPU
     .venv/bin/python bench/bench_serve.py --threads 1      # a busy shared machine
-    .venv/bin/python bench/bench_serve.py --levels 1,4,16 --max-new-tokens 32 --requests 2
+    .venv/bin/python bench/bench_serve.py --levels 1,2 --requests 1 --max-new-tokens 8 \
+        --poisson-requests 4 --rag-clients 2 --rag-requests 1      # a smoke run
 """
 
 from __future__ import annotations
@@ -42,6 +50,43 @@ def prompt_for(i: int) -> str:
     return f"Give me three short tips about {TOPICS[i % len(TOPICS)]} at work."
 
 
+PASSAGES_EN = [
+    ("handbook/leave.md", "Leave", "Full-time employees get 27 days of paid annual leave per "
+     "calendar year; part-time staff get a pro-rata share. Unused days carry over until March."),
+    ("handbook/expenses.md", "Expenses", "Expense reports must be filed within 30 days of "
+     "travel, with receipts for every item above 25 euros, through the finance portal."),
+    ("ops/safety.md", "Safety", "The Northwind reactor is inspected under safety policy 7 every "
+     "quarter; inspection reports are archived for ten years by the operations team."),
+    ("it/security.md", "Passwords", "Passwords need at least 14 characters and are rotated "
+     "only after a suspected compromise; the password manager is mandatory for shared accounts."),
+]
+PASSAGES_ZH = [
+    ("handbook/leave-zh.md", "年假",
+     "全职员工每个日历年享有二十七天带薪年假，兼职员工按比例享有。未休假期可顺延至次年三月。"),
+    ("handbook/expenses-zh.md", "报销",
+     "差旅报销必须在出差结束后三十天内通过财务系统提交，超过二十五欧元的项目需附收据。"),
+    ("ops/safety-zh.md", "安全",
+     "北风反应堆每季度按照第七号安全规定接受检查，检查报告由运营团队存档十年。"),
+    ("it/security-zh.md", "密码",
+     "密码至少需要十四个字符，只有在怀疑泄露时才需更换；共享账户必须使用密码管理器。"),
+]
+QUESTIONS = [("How many days of annual leave do full-time employees get?", PASSAGES_EN),
+             ("全职员工每年有多少天年假？", PASSAGES_ZH),
+             ("Within how many days must expense reports be filed?", PASSAGES_EN),
+             ("反应堆多久检查一次？", PASSAGES_ZH)]
+
+
+def rag_messages(i: int) -> list[dict]:
+    """The serving prompt of `/ask` for question i: system prompt, 4 passages, question."""
+    from types import SimpleNamespace
+
+    from ragtune.prompts import build_messages, system_prompt
+
+    question, passages = QUESTIONS[i % len(QUESTIONS)]
+    chunks = [SimpleNamespace(source=s, section=h, text=t) for s, h, t in passages]
+    return build_messages(question, chunks, system_prompt())  # type: ignore[arg-type]
+
+
 # ----------------------------------------------------------------------------------- servers
 def plain_app(model_dir: str):
     """The plain transformers + FastAPI recipe: generate on the event loop, one at a time."""
@@ -62,6 +107,16 @@ def plain_app(model_dir: str):
                                 skip_special_tokens=True)
         return {"generated_text": text}
 
+    @app.post("/chat")
+    async def chat(body: dict) -> dict:
+        inputs = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+        outputs = model.generate(**inputs, max_new_tokens=body.get("max_tokens", 32),
+                                 do_sample=False)
+        text = tokenizer.decode(outputs[0][inputs["input_ids"].shape[1]:],
+                                skip_special_tokens=True)
+        return {"choices": [{"message": {"content": text}}]}
+
     return app
 
 
@@ -73,7 +128,8 @@ def ragtune_app(model_dir: str, max_batch: int):
     from ragtune.settings import load_settings
 
     engine = TransformersGenerator.load(model_dir, config=EngineConfig(
-        device="cpu", max_batch_size=max_batch, max_queue=256, request_timeout_s=3600))
+        device="cpu", max_batch_size=max_batch, max_queue=256, request_timeout_s=3600,
+        repeat_guard_tokens=0))  # the same token budget as the plain recipe
     settings = load_settings(workspace=Path(tempfile.mkdtemp(prefix="bench-serve-")),
                              request_timeout_s=3600, max_queue=256)
     return create_app(settings, generator=engine)
@@ -112,8 +168,53 @@ def start(kind: str, model_dir: str, args: argparse.Namespace) -> tuple[subproce
 
 
 # ------------------------------------------------------------------------------------ load
-async def load(url: str, clients: int, requests: int, max_new_tokens: int,
-               count) -> dict[str, float]:
+def summary(latencies: list[float], tokens: int, wall: float, **extra: float) -> dict:
+    return {"tok_s": tokens / wall, "p50": statistics.median(latencies),
+            "p95": percentile(latencies, 0.95), "tokens": tokens, "wall": wall, **extra}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def ask_short(http, url: str, kind: str, i: int, max_new_tokens: int) -> str:
+    params = {"prompt": prompt_for(i), "max_new_tokens": max_new_tokens}
+    resp = await http.get(f"{url}/generate", params=params)
+    resp.raise_for_status()
+    return resp.json()["generated_text"]
+
+
+async def ask_rag(http, url: str, kind: str, i: int, max_new_tokens: int) -> str:
+    body = {"messages": rag_messages(i), "max_tokens": max_new_tokens, "model": "base"}
+    resp = await http.post(f"{url}/chat" if kind == "plain" else f"{url}/v1/chat/completions",
+                           json=body)
+    resp.raise_for_status()
+    return resp.json()["choices"][0]["message"]["content"]
+
+
+async def ask_streamed(http, url: str, i: int, max_new_tokens: int) -> tuple[str, float]:
+    """A streamed chat completion: its text and seconds to the first content delta."""
+    import json
+
+    body = {"messages": [{"role": "user", "content": prompt_for(i)}], "stream": True,
+            "max_tokens": max_new_tokens}
+    t0, first, parts = time.perf_counter(), None, []
+    async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            delta = choices[0].get("delta", {}).get("content")
+            if delta:
+                first = first if first is not None else time.perf_counter() - t0
+                parts.append(delta)
+    return "".join(parts), first if first is not None else time.perf_counter() - t0
+
+
+async def load(url: str, kind: str, clients: int, requests: int, max_new_tokens: int,
+               count, ask=ask_short) -> dict[str, float]:
     """`clients` closed-loop clients, `requests` each; aggregate tokens/s and latency."""
     import httpx
 
@@ -123,22 +224,52 @@ async def load(url: str, clients: int, requests: int, max_new_tokens: int,
     async def client(cid: int, http: httpx.AsyncClient) -> None:
         nonlocal tokens
         for r in range(requests):
-            params = {"prompt": prompt_for(cid * requests + r), "max_new_tokens": max_new_tokens}
             t0 = time.perf_counter()
-            resp = await http.get(f"{url}/generate", params=params)
+            text = await ask(http, url, kind, cid * requests + r, max_new_tokens)
             latencies.append(time.perf_counter() - t0)
-            resp.raise_for_status()
-            tokens += count(resp.json()["generated_text"])
+            tokens += count(text)
 
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=None, limits=limits) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(c, http) for c in range(clients)))
         wall = time.perf_counter() - started
-    latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
-    return {"tok_s": tokens / wall, "p50": statistics.median(latencies), "p95": p95,
-            "tokens": tokens, "wall": wall}
+    return summary(latencies, tokens, wall)
+
+
+async def poisson(url: str, kind: str, n: int, rate: float, max_new_tokens: int,
+                  count) -> dict[str, float]:
+    """`n` requests arriving with exponential gaps (mean 1/rate s, seeded): latency and, for
+    ragtune's streamed requests, time to first token (plain: its whole latency)."""
+    import random
+
+    import httpx
+
+    rng = random.Random(13)
+    starts = [0.0]
+    for _ in range(n - 1):
+        starts.append(starts[-1] + rng.expovariate(rate))
+    latencies, ttfts, tokens = [], [], 0
+
+    async def one(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        await asyncio.sleep(starts[i])
+        t0 = time.perf_counter()
+        if kind == "plain":
+            text = await ask_short(http, url, kind, i, max_new_tokens)
+            ttft = time.perf_counter() - t0
+        else:
+            text, ttft = await ask_streamed(http, url, i, max_new_tokens)
+        latencies.append(time.perf_counter() - t0)
+        ttfts.append(ttft)
+        tokens += count(text)
+
+    async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=n + 4)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i, http) for i in range(n)))
+        wall = time.perf_counter() - started
+    return summary(latencies, tokens, wall, ttft50=statistics.median(ttfts),
+                   ttft95=percentile(ttfts, 0.95))
 
 
 def per_client(level: int, args: argparse.Namespace) -> int:
@@ -146,29 +277,62 @@ def per_client(level: int, args: argparse.Namespace) -> int:
     return max(args.requests, -(-4 // level))
 
 
-def report(kind: str, level: int, r: dict) -> None:
-    print(f"  {kind:7} {level:2} clients: {r['tok_s']:6.1f} tok/s  p50 {r['p50']:6.2f} s"
-          f"  p95 {r['p95']:6.2f} s  ({r['tokens']:.0f} tokens in {r['wall']:.1f} s)", flush=True)
+def report(kind: str, label: str, r: dict) -> None:
+    ttft = f"  TTFT p50 {r['ttft50']:5.2f} s p95 {r['ttft95']:5.2f} s" if "ttft50" in r else ""
+    print(f"  {kind:7} {label:>14}: {r['tok_s']:6.1f} tok/s  p50 {r['p50']:6.2f} s"
+          f"  p95 {r['p95']:6.2f} s{ttft}  ({r['tokens']:.0f} tokens in {r['wall']:.1f} s)",
+          flush=True)
 
 
-def measure(model_dir: str, args: argparse.Namespace, count) -> dict[str, dict[int, dict]]:
-    """Both servers up; each level runs on plain then ragtune back to back (less drift)."""
+def measure(model_dir: str, args: argparse.Namespace, count) -> dict[str, dict]:
+    """Both servers up; each workload runs on plain then ragtune back to back (less drift)."""
     servers = {kind: start(kind, model_dir, args) for kind in ("plain", "ragtune")}
-    results: dict[str, dict[int, dict]] = {"plain": {}, "ragtune": {}}
+    results: dict[str, dict] = {"plain": {}, "ragtune": {}}
+    n = args.max_new_tokens
     try:
-        for _, url in servers.values():
-            asyncio.run(load(url, 1, 1, args.max_new_tokens, count))  # warm-up
+        for kind, (_, url) in servers.items():
+            asyncio.run(load(url, kind, 1, 1, n, count))  # warm-up
         for level in args.levels:
             for kind, (_, url) in servers.items():
-                r = asyncio.run(load(url, level, per_client(level, args),
-                                     args.max_new_tokens, count))
+                r = asyncio.run(load(url, kind, level, per_client(level, args), n, count))
                 results[kind][level] = r
-                report(kind, level, r)
+                report(kind, f"{level} clients", r)
+        one = results["plain"][min(args.levels)]
+        rate = args.poisson_rate or 1.5 / one["p50"]
+        for kind, (_, url) in servers.items():
+            r = asyncio.run(poisson(url, kind, args.poisson_requests, rate, n, count))
+            results[kind]["poisson"] = r
+            report(kind, f"Poisson {rate:.2f}/s", r)
+        for kind, (_, url) in servers.items():
+            r = asyncio.run(load(url, kind, args.rag_clients, args.rag_requests, n, count,
+                                 ask=ask_rag))
+            results[kind]["rag"] = r
+            report(kind, f"RAG x{args.rag_clients}", r)
+        results["rate"] = rate
         return results
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def table(args: argparse.Namespace, measured: dict) -> None:
+    plain, ours = measured["plain"], measured["ragtune"]
+    print("\nworkload | plain tok/s | ragtune tok/s | throughput x | plain p50/p95 s | "
+          "ragtune p50/p95 s | ragtune TTFT p50/p95 s")
+    for key in [*args.levels, "poisson", "rag"]:
+        p, r = plain[key], ours[key]
+        label = f"{key} clients" if isinstance(key, int) else key
+        ttft = f"{r['ttft50']:.2f} / {r['ttft95']:.2f}" if "ttft50" in r else "-"
+        print(f"{label:>10} | {p['tok_s']:11.1f} | {r['tok_s']:13.1f} | "
+              f"{r['tok_s'] / p['tok_s']:12.2f} | {p['p50']:6.2f} / {p['p95']:6.2f} | "
+              f"{r['p50']:7.2f} / {r['p95']:7.2f} | {ttft}")
+    top, one = max(args.levels), min(args.levels)
+    poi = ours["poisson"]
+    print(f"\nthroughput at {top} clients: {ours[top]['tok_s'] / plain[top]['tok_s']:.2f}x the "
+          f"plain recipe (goal >= 10x); at {one} client: "
+          f"{ours[one]['tok_s'] / plain[one]['tok_s']:.2f}x (goal >= 3x); Poisson "
+          f"({measured['rate']:.2f} req/s) p95/p50: {poi['p95'] / poi['p50']:.2f} (goal <= 1.5)")
 
 
 def main() -> int:
@@ -179,6 +343,11 @@ def main() -> int:
                         help="requests per client per level (at least 4 per level in all)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=16, help="ragtune max_batch_size")
+    parser.add_argument("--poisson-requests", type=int, default=24)
+    parser.add_argument("--poisson-rate", type=float, default=0.0,
+                        help="mean arrivals/s (0: 1.5x the plain one-client request rate)")
+    parser.add_argument("--rag-clients", type=int, default=4)
+    parser.add_argument("--rag-requests", type=int, default=2, help="RAG requests per client")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in both servers (0: torch's default)")
     parser.add_argument("--serve", choices=["plain", "ragtune"], help=argparse.SUPPRESS)
@@ -204,18 +373,7 @@ def main() -> int:
           f"ragtune max_batch_size {args.max_batch}, torch threads "
           f"{args.threads or 'default'}", flush=True)
     measured = measure(args.model, args, count)
-    plain, ours = measured["plain"], measured["ragtune"]
-    print("\nclients | plain tok/s | ragtune tok/s | throughput x | plain p50/p95 s | "
-          "ragtune p50/p95 s | p50 x")
-    for level in args.levels:
-        p, r = plain[level], ours[level]
-        print(f"{level:7} | {p['tok_s']:11.1f} | {r['tok_s']:13.1f} | {r['tok_s'] / p['tok_s']:12.2f}"
-              f" | {p['p50']:6.2f} / {p['p95']:6.2f} | {r['p50']:7.2f} / {r['p95']:7.2f} |"
-              f" {r['p50'] / p['p50']:5.2f}")
-    top, one = max(args.levels), min(args.levels)
-    print(f"\nthroughput at {top} clients: {ours[top]['tok_s'] / plain[top]['tok_s']:.2f}x the "
-          f"plain recipe (goal >= 4x); p50 latency at {one} client: "
-          f"{ours[one]['p50'] / plain[one]['p50']:.2f}x (goal <= 1.0x, within noise)")
+    table(args, measured)
     return 0
 
 

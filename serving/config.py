@@ -28,14 +28,25 @@ def require_positive(name: str, value: float) -> None:
 
 @dataclass
 class EngineConfig:
-    """How the in-process transformers engine loads and batches."""
+    """How the in-process transformers engine loads and batches.
+
+    `max_batch_size` rows run at once (prefilling or decoding; further requests wait in a
+    queue of `max_queue`, 503 beyond); an idle worker waits `batch_wait_ms` for company before
+    its first step. Each step prefills at most `prefill_chunk_tokens` prompt tokens, so a long
+    prompt delays running rows by one chunk at a time. `prefix_cache_entries` system-prompt
+    KV caches are kept (0: off). `repeat_guard_tokens`: a row whose last N tokens repeat one
+    unit of at most N/4 tokens (a degenerate loop) stops there (0: off).
+    """
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_size: int = 8
+    max_batch_size: int = 8  # the settings' default; measure with bench/bench_serve.py
     max_queue: int = 64
-    batch_wait_ms: float = 8.0
+    batch_wait_ms: float = 4.0
     request_timeout_s: float = 120.0
+    prefill_chunk_tokens: int = 256
+    prefix_cache_entries: int = 8
+    repeat_guard_tokens: int = 32
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda", "mps"):
@@ -45,6 +56,13 @@ class EngineConfig:
         require_positive("max_batch_size", self.max_batch_size)
         require_positive("max_queue", self.max_queue)
         require_positive("request_timeout_s", self.request_timeout_s)
+        require_positive("prefill_chunk_tokens", self.prefill_chunk_tokens)
+        if self.prefix_cache_entries < 0:
+            raise ConfigError("prefix_cache_entries", self.prefix_cache_entries,
+                              "must be 0 (off) or more")
+        if self.repeat_guard_tokens != 0 and self.repeat_guard_tokens < 8:
+            raise ConfigError("repeat_guard_tokens", self.repeat_guard_tokens,
+                              "must be 0 (off) or at least 8")
         if self.batch_wait_ms < 0:
             raise ConfigError("batch_wait_ms", self.batch_wait_ms, "must be 0 or more")
 

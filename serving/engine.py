@@ -1,11 +1,17 @@
 """The in-process transformers engine: one base model, every tuned LoRA adapter loaded next to
-it (peft multi-adapter), and a worker thread that batches concurrent requests.
+it (peft multi-adapter), and a worker thread that batches concurrent requests continuously.
 
-Requests are queued (bounded: a full queue raises `BusyError`), the worker gathers those that
-share a model/adapter and sampling settings for a few milliseconds, left-pads them and runs one
-`generate` per group with that adapter active ("base" runs with adapters disabled), so requests
-never see each other's adapter. A per-row stopping criterion streams text, honours each
-request's own token limit and stop strings, and stops a row whose client left or timed out.
+Requests are tokenized here and queued (bounded: a full queue raises `BusyError`, which the
+API turns into 503 + Retry-After); the worker (`serving.continuous.ContinuousBatcher`) lets
+each one join the running batch at the next decode step and leave it as soon as it finishes,
+with its own token limit, stop strings, stream, cancel flag and deadline. Rows of different
+adapters decode in separate sub-batches of the same step ("base" with adapters disabled), so
+a request never sees another's adapter. Every prompt's shared system-prompt prefix is
+prefilled once per model/adapter and reused (`PrefixCache`).
+
+Adapters of runs that finish after start-up are found by a background scan (`models()` never
+blocks: it may run on the event loop) and attached between two decode steps, one load per
+adapter however many requests ask for it at once (`refresh_adapters`).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 import torch
-from transformers import StoppingCriteriaList
 
-from serving.batching import BatchTracker, Job, JobQueue
+from serving.adapters import discover_adapters
+from serving.batching import Job, JobQueue, Row, Rules
 from serving.config import EngineConfig
+from serving.continuous import ContinuousBatcher
 from serving.generation import Engine, GenerationTimeout, check_model
+from serving.kvcache import PrefixCache
 from serving.reasoning import prompt_opens_thinking
 from ragtune.errors import ModelNotFoundError, RagtuneError
 from ragtune.settings import Settings
@@ -96,7 +104,7 @@ def _attach_adapter(model: Any, name: str, path: Path) -> Any:
 
 
 class TransformersGenerator(Engine):
-    """Base model + named LoRA adapters, served through a dynamic-batching worker thread."""
+    """Base model + named LoRA adapters, served through a continuous-batching worker thread."""
 
     def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None,
                  adapters: Sequence[str] = ()) -> None:
@@ -104,20 +112,29 @@ class TransformersGenerator(Engine):
         self.config = config or EngineConfig()
         self.adapters = list(adapters)
         self.device = next(model.parameters()).device
-        self._queue = JobQueue(self.config.max_queue, self.config.max_batch_size,
-                               self.config.batch_wait_ms / 1000)
+        self._queue = JobQueue(self.config.max_queue, self.config.batch_wait_ms / 1000,
+                               self._dropped)
         self._tok_lock = threading.Lock()
-        self._eos_ids = _eos_ids(model, tokenizer)
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-            else min(self._eos_ids)
+        eos_ids = _eos_ids(model, tokenizer)
+        self._rules = Rules(frozenset(eos_ids), self._decode, self.config.repeat_guard_tokens)
         think = set(tokenizer.convert_tokens_to_ids(["<think>", "</think>"])) - {None}
         self._drop_ids = set(tokenizer.all_special_ids) - think
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
         self.finished: Counter[str] = Counter()  # rows by finish reason, for /health and tests
+        self.adapter_loads: Counter[str] = Counter()  # attach attempts per adapter name
         self.runs_dir: Path | None = None  # rescanned for adapters of runs finished later
-        self._model_lock = threading.Lock()  # adapter loading vs the generating worker
-        self._last_scan = 0.0
-        self._worker = threading.Thread(target=self._loop, name="ragtune-generate", daemon=True)
+        self._model_lock = threading.Lock()  # adapter attaching vs one step of the worker
+        self._refresh_lock = threading.Lock()  # one adapter scan/attach at a time
+        self._last_scan = time.monotonic()
+        self._active: str | None = None  # the adapter peft has active now
+        self._prefix_ids: dict[str, list[int]] = {}  # system text -> its prompt ids
+        self._cache_arg = _cache_argument(model)
+        self.prefixes = PrefixCache(self.config.prefix_cache_entries)
+        self._batcher = ContinuousBatcher(
+            self._queue, self._forward, self._model_lock, self._rules, self._finish,
+            self.config.max_batch_size, self.config.prefill_chunk_tokens, self.prefixes)
+        self._worker = threading.Thread(target=self._batcher.run, args=(self.device,),
+                                        name="ragtune-generate", daemon=True)
         self._worker.start()
 
     @classmethod
@@ -132,7 +149,6 @@ class TransformersGenerator(Engine):
     def from_settings(cls, settings: Settings, config: EngineConfig | None = None,
                       extra_adapters: dict[str, Path] | None = None) -> TransformersGenerator:
         """The settings' generator plus every adapter under `runs/*/adapter`."""
-        from serving.adapters import discover_adapters
         from ragtune.models import resolve_generator
 
         resolved = resolve_generator(settings.generator, settings.paths.models_dir)
@@ -144,30 +160,41 @@ class TransformersGenerator(Engine):
         generator.runs_dir = settings.paths.runs_dir
         return generator
 
+    # ------------------------------------------------------------------------- adapters
     def models(self) -> list[str]:
-        self._load_new_adapters()
+        """The served models now; never blocks (it runs on the event loop): when a rescan
+        is due it starts one in the background, and adapters it finds show up once attached."""
+        if self.runs_dir is not None and time.monotonic() - self._last_scan >= 2.0 \
+                and not self._refresh_lock.locked():
+            self._last_scan = time.monotonic()
+            threading.Thread(target=self.refresh_adapters, name="ragtune-adapters",
+                             daemon=True).start()
         return ["base", *self.adapters]
 
-    def _load_new_adapters(self, min_interval_s: float = 2.0) -> None:
-        """Attach adapters of runs that finished after start-up (rescans at most every 2 s)."""
-        from serving.adapters import discover_adapters
-
-        now = time.monotonic()
-        if self.runs_dir is None or now - self._last_scan < min_interval_s:
-            return
-        self._last_scan = now
-        new = {name: path for name, path in discover_adapters(self.runs_dir).items()
-               if name not in self.adapters}
-        for name, path in new.items():
-            with self._model_lock:
-                try:
-                    self.model = _attach_adapter(self.model, name, path)
-                except (OSError, ValueError, RuntimeError, KeyError) as err:
-                    log.warning("adapter %s (%s) not loaded: %s", name, path, err)
-                    continue
-                self.model.eval()
-                self.adapters.append(name)
-            log.info("loaded adapter %s from %s", name, path)
+    def refresh_adapters(self) -> list[str]:
+        """Scan `runs_dir` and attach adapters of runs finished since (blocking; one caller at
+        a time, so concurrent callers never load the same adapter twice). The newly attached."""
+        if self.runs_dir is None:
+            return []
+        attached: list[str] = []
+        with self._refresh_lock:
+            self._last_scan = time.monotonic()
+            new = {name: path for name, path in discover_adapters(self.runs_dir).items()
+                   if name not in self.adapters}
+            for name, path in new.items():
+                self.adapter_loads[name] += 1
+                with self._model_lock:  # waits for one decode step at most
+                    try:
+                        self.model = _attach_adapter(self.model, name, path)
+                    except (OSError, ValueError, RuntimeError, KeyError) as err:
+                        log.warning("adapter %s (%s) not loaded: %s", name, path, err)
+                        continue
+                    self.model.eval()
+                    self._active = None  # peft may have switched the active adapter
+                    self.adapters.append(name)
+                attached.append(name)
+                log.info("loaded adapter %s from %s", name, path)
+        return attached
 
     @property
     def queued(self) -> int:
@@ -176,25 +203,53 @@ class TransformersGenerator(Engine):
     # ----------------------------------------------------------------------------- requests
     def render(self, request: GenerationRequest) -> str:
         """The prompt text the model sees: its chat template with the generation prompt."""
+        return self._render(request.messages, True)
+
+    def _render(self, messages: list[Any], generation_prompt: bool) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(request.messages, tokenize=False,
-                                                      add_generation_prompt=True)
-        turns = [f"{m['role']}: {m['content']}" for m in request.messages]
-        return "\n".join(turns) + "\nassistant:"
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation_prompt)
+        turns = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join(turns) + ("\nassistant:" if generation_prompt else "\n")
+
+    def _shared_prefix(self, request: GenerationRequest, prompt: str, ids: list[int]) -> int:
+        """How many leading prompt ids are the rendered system message (shared by every RAG
+        prompt): the part the prefix cache may serve. 0 when it is not a clean token prefix."""
+        messages = request.messages
+        if self.config.prefix_cache_entries <= 0 or len(messages) < 2 \
+                or messages[0].get("role") != "system":
+            return 0
+        system = messages[0]["content"]
+        prefix = self._prefix_ids.get(system)
+        if prefix is None:
+            try:
+                text = self._render(messages[:1], False)
+            except Exception:  # noqa: BLE001 - templates that refuse a lone system turn
+                text = ""
+            prefix = self.tokenizer(text, add_special_tokens=False)["input_ids"] \
+                if text and prompt.startswith(text) else []
+            if len(self._prefix_ids) > 64:
+                self._prefix_ids.clear()
+            self._prefix_ids[system] = prefix
+        fits = 0 < len(prefix) < len(ids) and ids[: len(prefix)] == prefix
+        return len(prefix) if fits else 0
 
     def submit(self, request: GenerationRequest, cancel: threading.Event | None = None,
                stream: bool = False) -> Job:
         """Validate, tokenize and queue a request; the returned job resolves when it is done."""
+        if request.model not in self.adapters and request.model != "base":
+            self.refresh_adapters()  # a run that finished a moment ago (off the event loop)
         check_model(self, request.model)
         prompt = self.render(request)
         with self._tok_lock:
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            prefix_len = self._shared_prefix(request, prompt, ids)
         if self._max_positions and len(ids) + request.max_new_tokens > self._max_positions:
             raise PromptTooLong(
                 f"the prompt has {len(ids)} tokens; with max_new_tokens={request.max_new_tokens} "
                 f"it exceeds the model's context of {self._max_positions} tokens")
         job = Job(request, ids, time.monotonic() + self.config.request_timeout_s,
-                  think=prompt_opens_thinking(prompt),
+                  think=prompt_opens_thinking(prompt), prefix_len=prefix_len,
                   cancels=[cancel] if cancel is not None else [],
                   deltas=SimpleQueue() if stream else None)
         job.cancels.append(threading.Event())
@@ -208,11 +263,11 @@ class TransformersGenerator(Engine):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         jobs: list[Job] = []
         try:
-            for request in requests:  # queued together: batched together
+            for request in requests:  # queued together: they run together
                 jobs.append(self.submit(request))
         except BaseException:
             for job in jobs:
-                job.cancels[-1].set()
+                self._abandon(job)
             raise
         return [self._wait(job) for job in jobs]
 
@@ -235,14 +290,19 @@ class TransformersGenerator(Engine):
                 if isinstance(item, GenerationResult):
                     return
         finally:
-            job.cancels[-1].set()  # the consumer left: stop generating for it
+            self._abandon(job)  # the consumer left: stop generating for it
 
     def _wait(self, job: Job) -> GenerationResult:
         try:
             return job.future.result(timeout=self._grace(job))
         except FutureTimeout:
-            job.cancels[-1].set()
+            self._abandon(job)
             raise GenerationTimeout(self._timeout_message()) from None
+
+    def _abandon(self, job: Job) -> None:
+        """Nobody waits for this job any more: flag it, and free its queue slot at once."""
+        job.cancels[-1].set()
+        self._queue.discard(job)
 
     def _grace(self, job: Job) -> float:
         return max(job.deadline - time.monotonic(), 0) + 30.0
@@ -257,69 +317,29 @@ class TransformersGenerator(Engine):
         self._worker.join(timeout=30)
 
     # ------------------------------------------------------------------------------- worker
-    def _loop(self) -> None:
-        while (group := self._queue.next_group()) is not None:
-            live = [job for job in group if self._still_wanted(job)]
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                with self._model_lock:
-                    self._run_group(live)
-            except Exception as err:  # noqa: BLE001 - a failed batch must not kill the worker
-                log.exception("generation failed for a batch of %d", len(live))
-                for job in live:
-                    job.finish(RagtuneError(f"generation failed: {err}"))
-            self._queue.record(time.perf_counter() - started)
+    def _dropped(self, job: Job) -> None:
+        """A queued job left before it ran (cancelled or past its deadline)."""
+        self._finish(Row(job, self._rules, finish="cancelled" if job.cancelled() else "timeout"))
 
-    def _still_wanted(self, job: Job) -> bool:
-        if job.cancelled():
-            self.finished["cancelled"] += 1
-            job.finish(GenerationResult("", len(job.prompt_ids), 0, "cancelled"))
-            return False
-        if job.expired():
-            self.finished["timeout"] += 1
-            job.finish(GenerationTimeout(self._timeout_message()))
-            return False
-        return True
-
-    def _run_group(self, jobs: list[Job]) -> None:
-        """Left-pad the group's prompts and run one `generate` with its adapter."""
-        width = max(len(job.prompt_ids) for job in jobs)
-        ids = torch.full((len(jobs), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, job in enumerate(jobs):
-            ids[row, width - len(job.prompt_ids):] = torch.tensor(job.prompt_ids)
-            mask[row, width - len(job.prompt_ids):] = 1
-        tracker = BatchTracker(jobs, self._eos_ids, self._decode)
-        request = jobs[0].request
-        if request.seed is not None:
-            torch.manual_seed(request.seed)
-        with torch.inference_mode(), self._adapter(request.model):
-            self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                generation_config=self._generation_config(jobs),
-                                stopping_criteria=StoppingCriteriaList([tracker]))
-        for row in tracker.rows:
-            self.finished[row.finish or "length"] += 1
-            if row.finish == "timeout":
-                row.job.finish(GenerationTimeout(self._timeout_message()))
-                continue
-            result = tracker.result(row)
-            tracker.flush(row, result)
+    def _finish(self, row: Row) -> None:
+        """Resolve a finished row's job: its result, a timeout or the step's error."""
+        self.finished[row.finish or "length"] += 1
+        self._queue.record(time.monotonic() - row.started)
+        if row.finish == "timeout":
+            row.job.finish(GenerationTimeout(self._timeout_message()))
+        elif row.finish == "error":
+            row.job.finish(RagtuneError(f"generation failed: {row.error}"))
+        else:
+            result = row.result()
+            row.flush(result)
             row.job.finish(result)
 
-    def _generation_config(self, jobs: list[Job]) -> Any:
-        import copy
-
-        config = copy.deepcopy(self.model.generation_config)
-        request = jobs[0].request
-        sample = request.temperature > 0
-        config.update(max_new_tokens=max(job.request.max_new_tokens for job in jobs),
-                      do_sample=sample, temperature=request.temperature if sample else 1.0,
-                      top_p=request.top_p if sample else 1.0, top_k=None if sample else 50,
-                      num_beams=1, pad_token_id=self._pad_id,
-                      eos_token_id=sorted(self._eos_ids), max_length=None)
-        return config
+    def _forward(self, model: str, **inputs: Any) -> torch.Tensor:
+        """One forward with `model`'s adapter; the last position's logits [B, V]."""
+        inputs[self._cache_arg] = inputs.pop("past_key_values")
+        with self._adapter(model):
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :]
 
     @contextlib.contextmanager
     def _adapter(self, name: str) -> Iterator[None]:
@@ -331,12 +351,24 @@ class TransformersGenerator(Engine):
             with self.model.disable_adapter():
                 yield
             return
-        self.model.set_adapter(name)
+        if self._active != name:
+            self.model.set_adapter(name)
+            self._active = name
         yield
 
     def _decode(self, tokens: list[int]) -> str:
         kept = [t for t in tokens if t not in self._drop_ids]
         return self.tokenizer.decode(kept, skip_special_tokens=False)
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward argument that takes the KV cache: `cache` in recent transformers (which
+    deprecates `past_key_values`), `past_key_values` before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters \
+        else "past_key_values"
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -129,7 +129,7 @@ def test_disconnected_clients_stop_their_generation(served) -> None:
 
 def test_timeouts_are_a_json_504(tmp_path, tiny_llama_dir) -> None:
     engine = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(
-        request_timeout_s=0.2))
+        request_timeout_s=0.2, repeat_guard_tokens=0))  # the tiny base model loops on "\n"
     app = create_app(settings_for(tmp_path), generator=engine,
                      api_config=ApiConfig(request_timeout_s=0.2))
     with serving(app) as url:
@@ -138,3 +138,51 @@ def test_timeouts_are_a_json_504(tmp_path, tiny_llama_dir) -> None:
     engine.close()
     assert resp.status_code == 504
     assert "request_timeout_s" in resp.json()["error"]["message"]
+
+
+def test_64_concurrent_requests_none_lost_outputs_exact(adapter_workspace, tiny_llama_dir) -> None:
+    """With room in the queue, 64 simultaneous requests (three models, streamed or not) all
+    get 200 and exactly what plain transformers/peft generates for each alone."""
+    settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
+    engine = TransformersGenerator.from_settings(settings, EngineConfig(
+        max_batch_size=16, max_queue=64, prefill_chunk_tokens=16, repeat_guard_tokens=0))
+    models = engine.models()
+    expected, bare_close = {}, set()
+    for model in models:
+        adapter = None if model == "base" else adapter_workspace / "runs" / model / "adapter"
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            text = reference_output(tiny_llama_dir, adapter, messages, 6)
+            expected[model, prompt] = split_reasoning(text)[1]
+            if "</think>" in text:  # a bare `</think>`: the stream splitter's known gap
+                bare_close.add((model, prompt))  # (issue 12), so these are not streamed
+    jobs = [(models[i % 3], PROMPTS[i % 4], i % 2 == 0 and (models[i % 3], PROMPTS[i % 4])
+             not in bare_close) for i in range(64)]
+    app = create_app(settings, generator=engine)
+    with serving(app) as url, ThreadPoolExecutor(64) as pool:
+        got = list(pool.map(lambda job: chat(url, *job[:2], stream=job[2]), jobs))
+    engine.close()
+    for (model, prompt, _), text in zip(jobs, got, strict=True):
+        assert text == expected[model, prompt], (model, prompt)
+    assert sum(engine.finished.values()) == 64
+
+
+def test_health_answers_while_the_worker_holds_the_model(tmp_path, tiny_llama_dir) -> None:
+    """A run that finished after start-up is attached off the event loop: /health and
+    /v1/models answer while a (long) generation step holds the model."""
+    from tests.serving_fixtures import make_adapter
+
+    ws = tmp_path / "ws"
+    (ws / "runs").mkdir(parents=True)
+    settings = settings_for(ws, generator=str(tiny_llama_dir))
+    engine = TransformersGenerator.from_settings(settings)
+    make_adapter(tiny_llama_dir, ws / "runs" / "late" / "adapter", seed=6)
+    engine._last_scan = -1e9
+    with serving(create_app(settings, generator=engine)) as url:
+        with engine._model_lock:
+            health = httpx.get(f"{url}/health", timeout=30)
+            listed = httpx.get(f"{url}/v1/models", timeout=30)
+        assert health.status_code == listed.status_code == 200
+        assert wait_for(lambda: "late" in httpx.get(f"{url}/health", timeout=30).json()["models"])
+    engine.close()
+    assert engine.adapter_loads["late"] == 1

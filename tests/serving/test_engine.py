@@ -93,8 +93,8 @@ def test_cancel_stops_a_generation(engine) -> None:
 
 
 def test_full_queue_is_busy_and_timeouts_raise(tiny_llama_dir) -> None:
-    gen = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(
-        max_batch_size=1, max_queue=2, request_timeout_s=0.2))
+    gen = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(  # no loop guard:
+        max_batch_size=1, max_queue=2, request_timeout_s=0.2, repeat_guard_tokens=0))  # it loops
     try:
         with pytest.raises(BusyError) as busy:
             gen.generate([req(p, n=200) for p in PROMPTS * 3])
@@ -133,10 +133,10 @@ def test_a_run_that_finishes_after_start_up_becomes_a_model(tmp_path, tiny_llama
         late = ws / "runs" / "late"
         make_adapter(tiny_llama_dir, late / "adapter", seed=4)
         (late / "status.json").write_text(json.dumps({"status": "running"}))
-        gen._last_scan = 0.0
-        assert gen.models() == ["base", "early"]  # still training: not served yet
+        assert gen.refresh_adapters() == []  # still training: not served yet
+        assert gen.models() == ["base", "early"]
         (late / "status.json").write_text(json.dumps({"status": "finished"}))
-        gen._last_scan = 0.0
+        assert gen.refresh_adapters() == ["late"]
         assert gen.models() == ["base", "early", "late"]
         tuned = gen.complete(req(PROMPTS[0], "late", n=5)).text
         base = gen.complete(req(PROMPTS[0], "base", n=5)).text
