@@ -20,10 +20,12 @@ def prompt_opens_thinking(prompt: str) -> bool:
     return tail.endswith(THINK_OPEN)
 
 
-def split_reasoning(text: str) -> tuple[str, str]:
+def split_reasoning(text: str, *, opened: bool | None = None) -> tuple[str, str]:
     """Split `"<think>r</think>answer"` into `("r", "answer")`; text without the tag is all answer.
 
-    An opened but never closed `<think>` (generation cut by the token limit) is all reasoning.
+    A bare `"r</think>answer"` (the prompt opened `<think>`) is split the same way. An opened
+    but never closed `<think>` (generation cut by the token limit) is all reasoning, and so is
+    unclosed text when `opened=True` says the prompt opened `<think>`.
     """
     stripped = text.lstrip()
     if stripped.startswith(THINK_OPEN):
@@ -32,9 +34,11 @@ def split_reasoning(text: str) -> tuple[str, str]:
         if not closed:
             return body.strip(), ""
         return reasoning.strip(), answer.strip()
-    if THINK_CLOSE in text and THINK_OPEN not in text:
+    if opened is not False and THINK_CLOSE in text and THINK_OPEN not in text:
         reasoning, _, answer = text.partition(THINK_CLOSE)
         return reasoning.strip(), answer.strip()
+    if opened:
+        return text.strip(), ""
     return "", text.strip()
 
 
@@ -42,10 +46,21 @@ class ReasoningSplitter:
     """Incremental `split_reasoning`: feed text deltas, get `("reasoning"|"content", text)` parts.
 
     Tag fragments split across deltas (`"<thi"` + `"nk>"`) are held back until they resolve.
+    `opened` says what the caller knows about how the text starts:
+    - `None` (not known, the default): text that does not open with `<think>` may still be
+      reasoning that a bare `</think>` closes (an upstream R1 server whose prompt opened
+      `<think>`), so it is held back until a `</think>` shows it was reasoning or the stream
+      ends (then it is the answer). Streamed parts therefore always equal `split_reasoning`;
+      the price is that a plain answer arrives in one piece at the end.
+    - `False`: the text is normalised (reasoning, if any, opens with `<think>`, as the
+      transformers engine makes it): plain text streams as it comes.
+    - `True`: the prompt opened `<think>`: the text is reasoning until `</think>`.
     """
 
-    def __init__(self) -> None:
-        self._state = "start"  # start -> (reasoning -> content) | content
+    def __init__(self, opened: bool | None = None) -> None:
+        self._opened = opened
+        # start -> reasoning -> content | undecided -> (reasoning -> content) | content
+        self._state = "start"
         self._buffer = ""
         self._lead = True  # strip whitespace right after a tag / at the start
 
@@ -60,9 +75,15 @@ class ReasoningSplitter:
                     self._state, self._lead = "reasoning", True
                     continue
                 if probe and not THINK_OPEN.startswith(probe[: len(THINK_OPEN)]):
-                    self._state = "content"
+                    self._state = {False: "content", True: "reasoning"}.get(self._opened,
+                                                                           "undecided")
                     continue
                 return  # still ambiguous (empty or a prefix of "<think>")
+            if self._state == "undecided":
+                if THINK_CLOSE not in self._buffer:
+                    return  # reasoning (if a `</think>` comes) or the answer (at the end)
+                self._state = "reasoning"
+                continue
             if self._state == "reasoning":
                 idx = self._buffer.find(THINK_CLOSE)
                 if idx >= 0:
