@@ -47,17 +47,18 @@ class ReasoningSplitter:
 
     Tag fragments split across deltas (`"<thi"` + `"nk>"`) are held back until they resolve.
     `opened` says what the caller knows about how the text starts:
-    - `None` (not known, the default): text that does not open with `<think>` may still be
-      reasoning that a bare `</think>` closes (an upstream R1 server whose prompt opened
-      `<think>`), so it is held back until a `</think>` shows it was reasoning or the stream
-      ends (then it is the answer). Streamed parts therefore always equal `split_reasoning`;
-      the price is that a plain answer arrives in one piece at the end.
-    - `False`: the text is normalised (reasoning, if any, opens with `<think>`, as the
-      transformers engine makes it): plain text streams as it comes.
-    - `True`: the prompt opened `<think>`: the text is reasoning until `</think>`.
+    - `False` (the default): the text is normalised, as the transformers engine and the
+      upstream backend make it (reasoning, if any, opens with `<think>`): plain text streams
+      as it comes.
+    - `True`: the prompt opened `<think>` and nothing added it back: the text is reasoning
+      until a bare `</think>`.
+    - `None` (not known: e.g. an upstream server whose chat template may open `<think>`):
+      text that does not open with `<think>` is held back until a bare `</think>` shows it
+      was reasoning, or the stream ends (then it is the answer). The streamed parts always
+      equal `split_reasoning`; the price is that a plain answer arrives in one piece.
     """
 
-    def __init__(self, opened: bool | None = None) -> None:
+    def __init__(self, opened: bool | None = False) -> None:
         self._opened = opened
         # start -> reasoning -> content | undecided -> (reasoning -> content) | content
         self._state = "start"
