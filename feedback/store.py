@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 from serving.history import Answer
 from ragtune.errors import NotFoundError, RagtuneError
-from ragtune.prompts import build_messages
+from ragtune.models import cuda_available
+from ragtune.prompts import build_messages, system_prompt
 from ragtune.settings import EMBEDDED_GENERATOR, GPU_GENERATOR, Settings
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ def base_model_identity(settings: Settings) -> str:
         return f"openai:{settings.upstream_model or settings.generator}"
     spec = settings.generator
     if spec == "auto":
-        from ragtune.models import cuda_available
-
         spec = GPU_GENERATOR if cuda_available() else EMBEDDED_GENERATOR
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.is_dir() else spec
@@ -144,8 +143,6 @@ class FeedbackStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedbackStore:
-        from ragtune.prompts import system_prompt
-
         return cls(settings.paths.feedback_db, base_model_identity(settings),
                    system_prompt(settings.assistant_name, settings.organisation))
 
