@@ -30,6 +30,7 @@ demo: setup
 
 test: setup
 	$(BIN)/lint-imports
+	$(BIN)/deptry .
 	$(BIN)/python -m pytest -q
 
 bench: setup

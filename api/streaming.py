@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from fastapi import Request
-from starlette.responses import StreamingResponse
-from starlette.types import Send
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from serving.generation import GenerationTimeout
 
@@ -59,24 +59,29 @@ async def iterate_blocking(iterator: Iterator[T], cancel: threading.Event) -> As
         cancel.set()
 
 
-def sse(data: Any, event: str | None = None) -> str:
-    """One server-sent event: optional `event:` line, a `data:` line, a blank line."""
+# `\n` line ends: the OpenAI wire format (`data: {...}\n\n` ... `data: [DONE]\n\n`), which
+# OpenAI clients and LangChain parse; sse-starlette's default is `\r\n`.
+SEP = "\n"
+
+
+def sse(data: Any, event: str | None = None) -> ServerSentEvent:
+    """One server-sent event: optional `event:` line, a `data:` line (JSON unless a string),
+    a blank line. sse-starlette frames it."""
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n"
+    return ServerSentEvent(payload, event=event, sep=SEP)
 
 
-class SSEResponse(StreamingResponse):
-    """A `text/event-stream` response that sets `cancel` however it ends (disconnect included)."""
+class SSEResponse(EventSourceResponse):
+    """sse-starlette's `text/event-stream` response (keep-alive comment pings during long
+    silences, client disconnects noticed), setting `cancel` however it ends, so that the
+    generation stops when nobody reads it any more."""
 
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[str], cancel: threading.Event) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def __init__(self, content: AsyncIterator[ServerSentEvent], cancel: threading.Event) -> None:
+        super().__init__(content, sep=SEP, headers={"Cache-Control": "no-cache"})
         self.cancel = cancel
 
-    async def stream_response(self, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().stream_response(send)
+            await super().__call__(scope, receive, send)
         finally:
             self.cancel.set()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragtune.errors import RagtuneError
+from serving.assistant import Params
+from serving.reasoning import split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,6 @@ class AssistantAnswerer(Answerer):
 
     def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
                max_new_tokens: int) -> list[Reply]:
-        from serving.assistant import Params
-        from serving.reasoning import split_reasoning
-
         prompts = [self.assistant.prepare(q, use_rag=use_rag, top_k=top_k) for q in questions]
         params = Params(model=model, max_new_tokens=max_new_tokens, temperature=0.0)
         pending = [p for p in prompts if p.refusal is None]

@@ -8,6 +8,7 @@ the evaluated runs trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from ragtune.datasets import (DatasetSpec, detect_spec, examples_from_rows, read
                                read_rows)
 from ragtune.errors import DatasetError, InputError, RagtuneError
 from ragtune.prompts import is_chinese
+from ingest.pairs.config import PairsConfig
+from ingest.pairs.text import normalise, shingles
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +209,6 @@ def training_questions(refs: list[DatasetRef]) -> Iterator[TrainingQuestion]:
 
 def _near_threshold() -> float:
     """The pair generator's near-duplicate threshold, so both sides apply one rule."""
-    import dataclasses
-
-    from ingest.pairs.config import PairsConfig
-
     field = next(f for f in dataclasses.fields(PairsConfig) if f.name == "near_dup_threshold")
     return float(field.default)
 
@@ -221,8 +220,6 @@ def find_leaks(items: list[QAItem], refs: list[DatasetRef]) -> list[Collision]:
     (case, punctuation, spaces), or character-shingle Jaccard (trigrams; bigrams for Chinese)
     at or above its near-duplicate threshold. Pairs that passed that gate pass this check.
     """
-    from ingest.pairs.text import normalise, shingles
-
     threshold = _near_threshold()
     grams = [shingles(item.question) for item in items]
     exact = {normalise(item.question).replace(" ", ""): item for item in items}

@@ -22,6 +22,10 @@ from evaluation.report import new_eval_dir, write_outputs
 from evaluation.evaluate import LATEST, EvalConfig, EvalResult, latest_run, run_eval
 from ragtune.settings import Settings, load_settings
 from ragtune.types import Retriever
+from serving.assistant import Assistant
+from serving.config import AssistantConfig, EngineConfig
+from serving.loading import load_generator, load_retriever
+from ragtune.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +35,12 @@ EVAL_TIMEOUT_S = 7 * 24 * 3600.0
 def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retriever | None]:
     """The service's Assistant (engine + index) in process, or a live server plus the local
     index (when there is one) for the retrieval ablation."""
-    from serving.loading import load_retriever
-
     retriever, reason = load_retriever(settings)
     if retriever is None:
         log.warning("no retrieval: %s", reason)
     if cfg.url:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return HttpAnswerer(cfg.url, key, concurrency=settings.max_batch_size * 2), retriever
-    from serving.loading import load_generator
-    from serving.assistant import Assistant
-    from serving.config import AssistantConfig, EngineConfig
-
     # A batch job: one engine batch and the queue hold a whole call, and no request times out
     # (the service's per-request timeout would fire for the questions queued behind a slow
     # batch on a CPU).
@@ -95,8 +93,6 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
 
     `answerer`/`retriever` replace the workspace's engine and index (tests, embedding callers).
     """
-    from ragtune.logs import setup_logging
-
     settings = load_settings(workspace=cfg.workspace)
     log_path = setup_logging(settings.paths.logs_dir, "eval")
     items = load_qa(cfg.qa, cfg.limit)

@@ -11,6 +11,7 @@ the base model's identity and timestamps. `feedback.export` turns the rows into 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -22,8 +23,11 @@ from typing import Any, Literal
 
 from serving.history import Answer
 from ragtune.errors import NotFoundError, RagtuneError
-from ragtune.prompts import build_messages
+from ragtune.models import cuda_available
+from ragtune.prompts import build_messages, system_prompt
 from ragtune.settings import EMBEDDED_GENERATOR, GPU_GENERATOR, Settings
+
+log = logging.getLogger(__name__)
 
 Rating = Literal["like", "dislike"]
 SCHEMA_VERSION = 1
@@ -84,8 +88,6 @@ def base_model_identity(settings: Settings) -> str:
         return f"openai:{settings.upstream_model or settings.generator}"
     spec = settings.generator
     if spec == "auto":
-        from ragtune.models import cuda_available
-
         spec = GPU_GENERATOR if cuda_available() else EMBEDDED_GENERATOR
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.is_dir() else spec
@@ -119,6 +121,8 @@ class FeedbackStore:
         self.path, self.base_model, self.system = Path(path), base_model, system
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._health_lock = threading.Lock()
+        self.failures, self.last_error, self._last_ok = 0, None, True
         try:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
                                          isolation_level=None)
@@ -139,8 +143,6 @@ class FeedbackStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedbackStore:
-        from ragtune.prompts import system_prompt
-
         return cls(settings.paths.feedback_db, base_model_identity(settings),
                    system_prompt(settings.assistant_name, settings.organisation))
 
@@ -162,11 +164,42 @@ class FeedbackStore:
 
     # ------------------------------------------------------------------------ answers
     def record_answer(self, answer: Answer, system: str | None = None) -> None:
-        """Persist an answer (idempotent); the `AnswerStore` listener of the service."""
+        """Persist an answer (idempotent); `FeedbackStoreError` (naming it) when SQLite fails."""
         system = system if system is not None else self.system
         messages = getattr(answer, "messages", None) or build_messages(  # exact turns if kept
             answer.question, answer.sources or None, system)
         sources = json.dumps([s.to_dict() for s in answer.sources], ensure_ascii=False)
+        try:
+            self._insert_answer(answer, sources, messages)
+        except sqlite3.Error as err:
+            raise FeedbackStoreError(f"could not save answer {answer.id} to the feedback store "
+                                     f"{self.path}: {err}") from err
+
+    def persist(self, answer: Answer) -> None:
+        """The `AnswerStore` listener: save an answer as it is served, never raising.
+
+        The answer has been served already, so a failure cannot be returned to the client:
+        it is logged at error level (answer id and reason) and counted for `/health`,
+        because feedback on that answer will fail until the store works again.
+        """
+        try:
+            self.record_answer(answer)
+        except FeedbackStoreError as err:
+            with self._health_lock:
+                self.failures += 1
+                self.last_error, self._last_ok = str(err), False
+            log.error("answer %s was served but NOT saved (feedback on it will fail): %s",
+                      answer.id, err)
+        else:
+            with self._health_lock:
+                self._last_ok = True
+
+    def health(self) -> dict[str, Any]:
+        """`ok` (the last save worked), `failures` since start and the `last_error`."""
+        with self._health_lock:
+            return {"ok": self._last_ok, "failures": self.failures, "last_error": self.last_error}
+
+    def _insert_answer(self, answer: Answer, sources: str, messages: list) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO answers (id, question, answer, reasoning, model, "
@@ -178,7 +211,7 @@ class FeedbackStore:
                  time.time()))
 
     def __call__(self, answer: Answer) -> None:
-        self.record_answer(answer)
+        self.persist(answer)
 
     def has_answer(self, answer_id: str) -> bool:
         with self._lock:

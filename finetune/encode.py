@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragtune.errors import ConfigError
 from ragtune.types import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ class ChatFormat:
 
     def __init__(self, tokenizer: Any) -> None:
         if not getattr(tokenizer, "chat_template", None):
-            from ragtune.errors import ConfigError
-
             raise ConfigError("model", getattr(tokenizer, "name_or_path", "?"),
                               "the tokenizer has no chat template; use an instruct/chat model")
         self.tokenizer = tokenizer
@@ -83,13 +82,21 @@ class ChatFormat:
         self.opens_think = text.rstrip().endswith(THINK_OPEN)
 
     def _turn_suffix(self) -> str:
-        """Text the template puts after an assistant message, cut after the EOS token."""
+        """Text the template puts after an assistant message, cut after the EOS token.
+
+        A template that fails on an assistant turn is an error: guessing an EOS-only suffix
+        would train an end of turn that the served model never sees.
+        """
         tok = self.tokenizer
         msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
         try:
             text = tok.apply_chat_template(msgs, tokenize=False)
-        except Exception:  # noqa: BLE001 - odd templates: fall back to the EOS token
-            text = ""
+        except Exception as err:  # noqa: BLE001 - jinja/template errors of any kind
+            raise ConfigError("model", getattr(tok, "name_or_path", "?"),
+                              f"its chat template fails to render a user + assistant "
+                              f"conversation ({type(err).__name__}: {err}); fix the template "
+                              "(tokenizer_config.json `chat_template`) or use another chat "
+                              "model") from err
         eos = tok.eos_token or ""
         if _PROBE not in text:
             return eos

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,8 +44,8 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
         local_generator: (not a flag) the local model's loader for `--pairs self`, injected by
             the CLI from the serving core.
     """
-    import sys
-
+    # Imported here, not at module level: the CLI imports every command module at start, and
+    # the pipeline brings numpy, FAISS, the loaders and the splitter (no cycle is involved).
     from ingest.pipeline import ingest_documents
     from ragtune.logs import setup_logging
 
@@ -63,9 +65,7 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
 def _write_pairs(settings, generator: str, config: Path | None,
                  local_generator: Any = None) -> None:
     """Chain the SFT-pair step after indexing (cached per document: only changes cost time)."""
-    import dataclasses
-
-    from ingest.pairs.build import build_pairs
+    from ingest.pairs.build import build_pairs  # heavy, as above
     from ingest.pairs.config import PairsConfig
     from retrieval.index import open_index
 

@@ -34,7 +34,6 @@ from ingest.splitter import ChunkDraft, SplitConfig, split_document
 from ragtune.errors import ConfigError, InputError
 from ragtune.settings import EMBEDDED_EMBEDDER
 from retrieval.bm25 import tokenize
-from retrieval.crashpoints import crashpoint
 from retrieval.index import HybridIndex, write_json_atomic
 from retrieval.store import DocumentRecord, NewChunk
 
@@ -184,9 +183,7 @@ class IngestRun:
             self.report.chunks_removed += self.index.remove_document(rec.path, persist=False)
             self.report.removed.append(rec.source)
             log.info("removed %s (file is gone)", rec.source)
-        crashpoint("pipeline.after_removals")
         self._embed_and_commit(planned)
-        crashpoint("pipeline.before_persist")
         self.index.persist(only_if_changed=True)
         self.report.chunks_total = self.index.store.count_chunks()
         self.report.seconds = time.perf_counter() - started
@@ -358,7 +355,6 @@ class IngestRun:
                            tokens=tokenize(t), embedding=self.vectors[h])
                   for d, h, t in zip(item.drafts, item.hashes, item.texts, strict=True)]
         removed, added = self.index.write_document(item.record, chunks)
-        crashpoint("pipeline.after_commit")
         self.report.chunks_removed += removed
         self.report.chunks_added += added
         self.report.reused += sum(h not in self.embedded_now for h in item.hashes)

@@ -95,7 +95,14 @@ def _edge(fn: Callable[..., Any], *, signature: bool = True,
 
 
 def _field_help(cls: type) -> dict[str, str]:
-    """Per-field help: the docstring's `Args:` section, else the field's trailing `# comment`."""
+    """Per-field help: the docstring's `Args:` section, else the field's trailing `# comment`.
+
+    Why not the libraries' own docstring support: Typer reads no docstrings for option help
+    (only `help=`, which is what this feeds), and docstring_parser (what jsonargparse uses,
+    here through `_doc_parts`) reads `Args:` sections and attribute docstrings, but not the
+    trailing comments that document the config dataclasses' fields (FinetuneConfig); those
+    are read from the class source with one regex.
+    """
     helps = {k: v for k, v in _doc_parts(cls)[1].items() if v}
     try:
         source = inspect.getsource(cls)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json as jsonlib
+import sys
+import textwrap
 from pathlib import Path
 from typing import Literal
+
+from ragtune.settings import load_checked_settings
 
 
 def _hit_dict(rank: int, hit, mode: str) -> dict:
@@ -28,11 +33,8 @@ def search(query: str, k: int = 5, mode: Literal["hybrid", "dense", "bm25"] = "h
             chunk_id, mode, text) instead of text.
         workspace: Workspace directory (default ./workspace or RAGTUNE_WORKSPACE).
     """
-    import json as jsonlib
-    import sys
-    import textwrap
-
-    from ragtune.settings import load_checked_settings
+    # Imported here, not at module level: the CLI imports every command module at start, and
+    # the index brings numpy, FAISS and bm25s (no cycle is involved).
     from retrieval.index import open_index
 
     settings = load_checked_settings(workspace=workspace)

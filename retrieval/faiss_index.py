@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.crashpoints import crashpoint
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,6 @@ class DenseIndex:
             fh.write(data.tobytes())
             fh.flush()
             os.fsync(fh.fileno())
-        crashpoint("faiss.tmp_written")
         os.replace(tmp, path)
 
     @classmethod

@@ -249,9 +249,14 @@ class HybridIndex(Retriever):
         self._write_meta_file(self.store.meta())
 
     def write_document(self, record: DocumentRecord, chunks: list[NewChunk]) -> tuple[int, int]:
-        """Replace a document's chunks (one transaction); returns (removed, added) counts."""
-        removed, added = self.store.replace_document(record, chunks)
+        """Replace a document's chunks (one transaction); returns (removed, added) counts.
+
+        The commit happens under the index lock: a `search()` between the commit and the
+        FAISS update would otherwise sync the new vectors from SQLite, and this write would
+        then add them a second time (the same chunk twice in results and on disk).
+        """
         with self._lock:
+            removed, added = self.store.replace_document(record, chunks)
             self._dense.remove(removed)
             if added:
                 self._dense.add(np.asarray(added, dtype=np.int64),
@@ -266,10 +271,10 @@ class HybridIndex(Retriever):
 
     def remove_document(self, path: str, *, persist: bool = True) -> int:
         """Delete a document (by path or source) and its chunks; returns chunks removed."""
-        removed = self.store.delete_document(path)
-        if removed is None:
-            raise NotFoundError(f"no document {path!r} in the index {self.index_dir}")
-        with self._lock:
+        with self._lock:  # commit and FAISS update as one step for searches (write_document)
+            removed = self.store.delete_document(path)
+            if removed is None:
+                raise NotFoundError(f"no document {path!r} in the index {self.index_dir}")
             self._dense.remove(removed)
             self._bm25, self._dirty = None, True
             self._generation = self.store.generation()

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.types import Chunk
-from retrieval.crashpoints import crashpoint
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -257,7 +256,6 @@ class ChunkStore:
                          " ".join(ch.tokens), np.asarray(ch.embedding, np.float32).tobytes()))
                     added.append(int(cur.lastrowid))
                 self._bump()
-                crashpoint("store.before_commit")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

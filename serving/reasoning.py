@@ -20,10 +20,12 @@ def prompt_opens_thinking(prompt: str) -> bool:
     return tail.endswith(THINK_OPEN)
 
 
-def split_reasoning(text: str) -> tuple[str, str]:
+def split_reasoning(text: str, *, opened: bool | None = None) -> tuple[str, str]:
     """Split `"<think>r</think>answer"` into `("r", "answer")`; text without the tag is all answer.
 
-    An opened but never closed `<think>` (generation cut by the token limit) is all reasoning.
+    A bare `"r</think>answer"` (the prompt opened `<think>`) is split the same way. An opened
+    but never closed `<think>` (generation cut by the token limit) is all reasoning, and so is
+    unclosed text when `opened=True` says the prompt opened `<think>`.
     """
     stripped = text.lstrip()
     if stripped.startswith(THINK_OPEN):
@@ -32,9 +34,11 @@ def split_reasoning(text: str) -> tuple[str, str]:
         if not closed:
             return body.strip(), ""
         return reasoning.strip(), answer.strip()
-    if THINK_CLOSE in text and THINK_OPEN not in text:
+    if opened is not False and THINK_CLOSE in text and THINK_OPEN not in text:
         reasoning, _, answer = text.partition(THINK_CLOSE)
         return reasoning.strip(), answer.strip()
+    if opened:
+        return text.strip(), ""
     return "", text.strip()
 
 
@@ -42,10 +46,22 @@ class ReasoningSplitter:
     """Incremental `split_reasoning`: feed text deltas, get `("reasoning"|"content", text)` parts.
 
     Tag fragments split across deltas (`"<thi"` + `"nk>"`) are held back until they resolve.
+    `opened` says what the caller knows about how the text starts:
+    - `False` (the default): the text is normalised, as the transformers engine and the
+      upstream backend make it (reasoning, if any, opens with `<think>`): plain text streams
+      as it comes.
+    - `True`: the prompt opened `<think>` and nothing added it back: the text is reasoning
+      until a bare `</think>`.
+    - `None` (not known: e.g. an upstream server whose chat template may open `<think>`):
+      text that does not open with `<think>` is held back until a bare `</think>` shows it
+      was reasoning, or the stream ends (then it is the answer). The streamed parts always
+      equal `split_reasoning`; the price is that a plain answer arrives in one piece.
     """
 
-    def __init__(self) -> None:
-        self._state = "start"  # start -> (reasoning -> content) | content
+    def __init__(self, opened: bool | None = False) -> None:
+        self._opened = opened
+        # start -> reasoning -> content | undecided -> (reasoning -> content) | content
+        self._state = "start"
         self._buffer = ""
         self._lead = True  # strip whitespace right after a tag / at the start
 
@@ -60,9 +76,15 @@ class ReasoningSplitter:
                     self._state, self._lead = "reasoning", True
                     continue
                 if probe and not THINK_OPEN.startswith(probe[: len(THINK_OPEN)]):
-                    self._state = "content"
+                    self._state = {False: "content", True: "reasoning"}.get(self._opened,
+                                                                           "undecided")
                     continue
                 return  # still ambiguous (empty or a prefix of "<think>")
+            if self._state == "undecided":
+                if THINK_CLOSE not in self._buffer:
+                    return  # reasoning (if a `</think>` comes) or the answer (at the end)
+                self._state = "reasoning"
+                continue
             if self._state == "reasoning":
                 idx = self._buffer.find(THINK_CLOSE)
                 if idx >= 0:

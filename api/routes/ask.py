@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from serving.assistant import Params, Prompt
@@ -44,7 +45,7 @@ async def ask(body: AskRequest, request: Request, services: ServicesDep) -> Any:
 
 
 async def _ask_events(prompt: Prompt, events: Iterator[tuple[str, Any]],
-                      cancel: threading.Event) -> AsyncIterator[str]:
+                      cancel: threading.Event) -> AsyncIterator[ServerSentEvent]:
     """sources, then reasoning/answer deltas, then done (or error) as server-sent events."""
     yield sse({"type": "sources", "id": prompt.id,
                "sources": [s.to_dict() for s in prompt.sources]}, "sources")

@@ -75,7 +75,7 @@ def get_feedback_store(request: Request, services: ServicesDep) -> FeedbackStore
         if settings is None:
             raise NotReady("feedback is not set up on this server (no feedback store)")
         store = request.app.state.feedback = FeedbackStore.from_settings(settings)
-    services.assistant.store.subscribe(store.record_answer)
+    services.assistant.store.subscribe(store.persist)
     return store
 
 
@@ -138,7 +138,7 @@ def install(app: FastAPI, settings: Settings, store: FeedbackStore | None = None
         async with inner(the_app) as state:
             services = getattr(the_app.state, "services", None)
             if services is not None:
-                services.assistant.store.subscribe(store.record_answer)
+                services.assistant.store.subscribe(store.persist)
             yield state
 
     app.router.lifespan_context = lifespan

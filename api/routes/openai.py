@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from serving.assistant import Params, Prompt
@@ -101,12 +102,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 
 
 async def _chunks(prompt: Prompt, model: str, events: Iterator[tuple[str, Any]],
-                  cancel: threading.Event, include_usage: bool) -> AsyncIterator[str]:
+                  cancel: threading.Event, include_usage: bool
+                  ) -> AsyncIterator[ServerSentEvent]:
     """`chat.completion.chunk` events, the usage-only chunk if asked, then `[DONE]`."""
     base = {"id": prompt.id, "object": "chat.completion.chunk", "created": int(time.time()),
             "model": model}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    def chunk(delta: dict[str, Any], finish: str | None = None,
+              **extra: Any) -> ServerSentEvent:
         body = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                      "finish_reason": finish}], **extra}
         if include_usage:

@@ -19,6 +19,8 @@ from serving.engine import TransformersGenerator
 from serving.reasoning import split_reasoning
 from tests.serving_fixtures import reference_output, serving, settings_for
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 PROMPTS = ["What is the capital?", "Tell me about the reactor and its safety policy, please.",
            "hi", "Where do I file expense reports?"]
 

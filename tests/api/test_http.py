@@ -17,6 +17,8 @@ from tests.fakes import EchoGenerator
 from ragtune.prompts import NO_ANSWER, NO_ANSWER_ZH, build_messages, system_prompt
 from tests.serving_fixtures import serving, settings_for
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 QUESTION = "How many days of annual leave do employees get?"
 
 

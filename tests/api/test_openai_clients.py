@@ -11,6 +11,8 @@ from tests.fakes import EchoGenerator
 from ragtune.prompts import user_prompt
 from tests.serving_fixtures import ThinkingGenerator, serving, settings_for
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 QUESTION = "How many days of annual leave do employees get?"
 
 

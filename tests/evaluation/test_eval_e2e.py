@@ -136,6 +136,7 @@ def serving(app):
         sock.close()
 
 
+@pytest.mark.integration
 def test_url_mode_asks_a_live_server_with_its_api_key(workspace, tmp_path, monkeypatch):
     from api.app import create_app
     from serving.config import AssistantConfig
@@ -168,6 +169,7 @@ def test_url_mode_asks_a_live_server_with_its_api_key(workspace, tmp_path, monke
     assert config["url"] == url and config["resolved"]["generator"] == f"server {url}"
 
 
+@pytest.mark.integration
 def test_url_mode_without_the_key_is_refused(workspace, tmp_path, monkeypatch):
     from api.app import create_app
     from evaluation.run import run

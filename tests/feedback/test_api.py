@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import sqlite3
 
 from tests.feedback.conftest import LiveApi, start_api
+
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
 
 QUESTION = "How many days of annual leave do employees get?"
 

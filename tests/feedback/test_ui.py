@@ -14,6 +14,8 @@ from ui.chat import chat_fn
 from ui.client import ApiClient
 from ui.feedback import answer_at, rate_fn
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 QUESTION = "How many days of annual leave do employees get?"
 

@@ -13,6 +13,7 @@ from finetune.train import train
 from tests.finetune.test_train import one_thread, tiny_cfg, write_sft  # noqa: F401 - fixture
 
 
+@pytest.mark.integration  # two training processes (torchrun-style), ~40 s on a busy CPU
 def test_two_process_run_matches_one_process(tiny_llama_dir: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture) -> None:

@@ -159,3 +159,19 @@ def test_packed_loss_equals_token_weighted_mean(tiny_llama_dir: Path, llama_tok)
             sums += torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
             counts += int(keep.sum())
     torch.testing.assert_close(packed, sums / counts, atol=1e-5, rtol=1e-5)
+
+
+def test_a_template_that_cannot_render_an_answer_is_an_error(tiny_llama_dir: Path) -> None:
+    """No silent EOS-only fallback: the error names the template problem."""
+    from transformers import AutoTokenizer
+
+    from ragtune.errors import ConfigError
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'assistant' %}"
+                         "{{ raise_exception('assistant turns are not supported') }}{% endif %}"
+                         "{{ m['content'] }}{% endfor %}")
+    with pytest.raises(ConfigError) as err:
+        ChatFormat(tok)
+    assert "chat template" in str(err.value) and "assistant turns are not supported" in str(
+        err.value)

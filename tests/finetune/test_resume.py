@@ -37,6 +37,7 @@ def by_step(paths: RunPaths) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_log(paths.trainer_log) if "loss" in r}
 
 
+@pytest.mark.integration  # a training subprocess killed and rerun, ~20 s
 def test_sigkill_then_same_command_resumes(tiny_llama_dir: Path, tmp_path: Path,
                                            repo_root: Path) -> None:
     data = write_sft(tmp_path / "sft.json", n=8)

@@ -7,6 +7,7 @@ ingest of the same files produces.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +20,12 @@ import pytest
 from ingest.pipeline import embed_text, ingest_documents
 from tests.fakes import HashEmbedder
 from ragtune.settings import load_settings
-from retrieval.crashpoints import ENV
 from retrieval.index import HybridIndex
 from retrieval.store import ChunkStore
 from tests.retrieval.corpus import DOCS, write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
+RUNNER = Path(__file__).with_name("crash_runner.py")
 EXTRA = {
     "ops/shipping.md": "# Shipping\n\n## Couriers\nParcels leave the loading dock at 16:00 daily. "
                        "Fragile instruments travel in foam-lined crates.",
@@ -46,15 +47,14 @@ def change_corpus(root: Path) -> None:
 
 
 def ingest_in_subprocess(cwd: Path, workspace: Path, crash_at: str | None) -> int:
+    """Run the ingest in a subprocess (through `crash_runner`) that kills itself at `crash_at`."""
     env = {**os.environ, "RAGTUNE_WORKSPACE": str(workspace), "PYTHONPATH": str(REPO)}
-    env.pop(ENV, None)
-    if crash_at:
-        env[ENV] = crash_at
-    code = ("import sys; from pathlib import Path; from ingest.commands import ingest; "
-            "sys.exit(ingest([Path('docs')], embedder='import:tests.fakes:HashEmbedder?dim=64', chunk_size=200, "
-            "chunk_overlap=20, pairs='none'))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    args = {"paths": ["docs"], "embedder": "import:tests.fakes:HashEmbedder?dim=64",
+            "chunk_size": 200, "chunk_overlap": 20, "pairs": "none"}
+    proc = subprocess.run([sys.executable, str(RUNNER), crash_at or "", json.dumps(args)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
     return proc.returncode
 
 

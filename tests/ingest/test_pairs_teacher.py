@@ -21,6 +21,8 @@ from ragtune.errors import ConfigError
 from ragtune.settings import load_settings
 from ragtune.types import Chunk
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 
 @dataclass
 class Teacher:

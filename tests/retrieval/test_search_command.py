@@ -1,4 +1,4 @@
-"""`ragtune search`: text and --json output, parsed by the real jsonargparse CLI."""
+"""`ragtune search`: text and --json output, parsed by the real `ragtune` CLI (Typer)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from jsonargparse import CLI
 
 from ingest.commands import ingest
+from ragtune.cli import main
 from ragtune.errors import NotFoundError
 from retrieval.commands import search
 from tests.retrieval.corpus import write_corpus
@@ -24,12 +24,12 @@ def ingested(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path) -
 
 
 def run_cli(args: list[str]) -> int:
-    return CLI({"search": search}, args=["search", *args], as_positional=True)
+    return main(["search", *args])
 
 
 def test_json_lines(ingested, capsys):
     capsys.readouterr()
-    assert run_cli(["fire drills assembly point", "--k", "3", "--json", "true"]) == 0
+    assert run_cli(["fire drills assembly point", "--k", "3", "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [json.loads(line) for line in lines]
     assert [r["rank"] for r in rows] == [1, 2, 3]
@@ -41,7 +41,7 @@ def test_json_lines(ingested, capsys):
 
 def test_chinese_query_json_keeps_characters(ingested, capsys):
     capsys.readouterr()
-    assert run_cli(["年假", "--mode", "bm25", "--k", "1", "--json", "true"]) == 0
+    assert run_cli(["年假", "--mode", "bm25", "--k", "1", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["source"] == "docs/zh/handbook.md" and "年假" in row["text"]
 

@@ -20,6 +20,8 @@ from ragtune.prompts import build_messages, system_prompt
 from ragtune.types import GenerationRequest
 from tests.serving_fixtures import serving, settings_for
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 QUESTION = "How many days of annual leave do employees get?"
 
 

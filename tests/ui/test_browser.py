@@ -10,6 +10,8 @@ import pytest
 
 from tests.ui.conftest import Stack
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -17,10 +19,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture(scope="module")
 def page(ui_stack: Stack):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium): "
-                    "apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():  # CI installs it: a missing browser fails, never skips
+        pytest.fail("Debian's chromium is not installed (/usr/bin/chromium): "
+                    "apt-get install -y chromium", pytrace=False)
+    from playwright import sync_api  # a dev dependency: missing means a broken setup
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:

@@ -45,6 +45,7 @@ def test_unreachable_api_is_a_readable_message_in_chat_and_compare() -> None:
     assert all("⚠️ cannot reach the API" in pane for pane in final[:4])
 
 
+@pytest.mark.integration
 def test_api_errors_carry_the_api_message(ui_stack: Stack) -> None:
     client = ApiClient(ui_stack.api_url)
     with pytest.raises(ApiError, match="nope") as err:

@@ -40,6 +40,7 @@ def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 12
     raise AssertionError(f"{url} did not come up:\n{log.read_text()}")
 
 
+@pytest.mark.integration
 def test_ui_with_api_serves_both(ui_stack: Stack, tmp_path: Path) -> None:
     from gradio_client import Client, handle_file
 

@@ -13,6 +13,8 @@ import pytest
 from tests.ui.conftest import EMBEDDER, ReasoningEcho, api_app, write_docs
 from ui.client import ApiClient, ApiError
 
+pytestmark = pytest.mark.integration  # a live server (uvicorn, a browser)
+
 
 @dataclass
 class Api:

@@ -129,6 +129,7 @@ def test_loss_rows_and_tail_read_a_run(tmp_path: Path) -> None:
     assert tail(run / "missing.log") == ""
 
 
+@pytest.mark.integration
 def test_board_shows_command_and_refuses_bad_knobs(ui_stack: Stack) -> None:
     from gradio_client import Client
 
@@ -151,6 +152,7 @@ def _write_dataset(folder: Path) -> None:
         "file_name": "demo.json", "formatting": "alpaca"}}), encoding="utf-8")
 
 
+@pytest.mark.integration
 def test_board_runs_a_tiny_fine_tune_and_stops_it(tmp_path: Path, request: pytest.FixtureRequest,
                                                    stop_leftovers) -> None:
     from ui.finetune import Board
