@@ -188,19 +188,12 @@ def pack(lengths: Sequence[int], capacity: int, seed: int) -> list[list[int]]:
     return rows
 
 
-def packed_rows(encoded: Sequence[Encoded], capacity: int, seed: int) -> list[dict[str, list[int]]]:
-    """Rows of concatenated examples with position ids restarting at 0 for each example."""
-    rows = []
-    for members in pack([len(e) for e in encoded], capacity, seed):
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for i in members:
-            ids += encoded[i].input_ids
-            labels += encoded[i].labels
-            positions += list(range(len(encoded[i])))
-        rows.append({"input_ids": ids, "labels": labels, "position_ids": positions})
-    return rows
+def packed_rows(encoded: Sequence[Encoded], capacity: int, seed: int) -> list[dict[str, Any]]:
+    """Rows of whole examples, about `capacity` tokens each (`finetune.packing.PackedCollator`
+    flattens them; positions restart at 0 for each example)."""
+    return [{"examples": [{"input_ids": encoded[i].input_ids, "labels": encoded[i].labels}
+                          for i in members]}
+            for members in pack([len(e) for e in encoded], capacity, seed)]
 
 
 def single_rows(encoded: Sequence[Encoded]) -> list[dict[str, list[int]]]:
