@@ -47,6 +47,19 @@ class StageData:
     args_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def shortening(stats: EncodeStats, cutoff: int) -> dict[str, int]:
+    """Log and return how many rows were fitted to `cutoff` which way (status.json `shortened`)."""
+    if stats.shortened:
+        log.warning("%d of %d rows were longer than cutoff_len=%d and fit after dropping %d "
+                    "whole distractor passages (cited passages and answers kept)",
+                    stats.shortened, stats.examples, cutoff, stats.passages_dropped)
+    if stats.truncated:
+        log.warning("%d of %d rows were still longer than cutoff_len=%d and were cut by tokens",
+                    stats.truncated, stats.examples, cutoff)
+    return {"rows": stats.examples, "dropped_distractors": stats.shortened,
+            "passages_dropped": stats.passages_dropped, "truncated": stats.truncated}
+
+
 def build_sft(cfg: Any, tokenizer: Any, train: list[Any], evals: list[Any]) -> StageData:
     """Tokenized (and packed) train/validation rows, collator and Trainer class for SFT.
 
@@ -67,8 +80,5 @@ def build_sft(cfg: Any, tokenizer: Any, train: list[Any], evals: list[Any]) -> S
         collator = RowCollator(tokenizer.pad_token_id)
     stats.extra = {"rows": len(rows), "eval_examples": len(enc_eval),
                    "fill": round(stats.tokens / max(len(rows) * cfg.cutoff_len, 1), 3)}
-    if stats.truncated:
-        log.warning("%d of %d examples were longer than cutoff_len=%d and were cut",
-                    stats.truncated, stats.examples, cfg.cutoff_len)
     return StageData(ListDataset(rows), ListDataset(eval_rows) if eval_rows else None, collator,
                      SFTTrainer, stats, think=fmt.opens_think)

@@ -31,49 +31,70 @@ from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from finetune.data import StageData
 from finetune.encode import ChatFormat, EncodeStats, Encoded, chat_ids, fit_lengths, truncate
+from finetune.shorten import drop_distractors
 from finetune.trainer import NonFiniteGuard
 from ragtune.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 
-def _encode_pair(fmt: ChatFormat, messages: list, replies: list[str], cutoff: int
-                 ) -> tuple[list[int], list[list[int]], bool]:
-    """Shared prompt ids and one id list per reply, cut so prompt + longest reply fit."""
-    prompt = chat_ids(fmt.tokenizer, messages, add_generation_prompt=True)
-    outs = [fmt.tokenizer(fmt.answer_text(r), add_special_tokens=False)["input_ids"]
-            for r in replies]
+def _encode_pair(fmt: ChatFormat, messages: list, replies: list[str], cutoff: int,
+                 stats: EncodeStats) -> tuple[list[int], list[list[int]]]:
+    """Shared prompt ids and one id list per reply, fitted so prompt + longest reply <= cutoff:
+    uncited context passages go first (`finetune.shorten`), then the prompt middle and the
+    replies' ends (`fit_lengths`)."""
+    def encode(msgs: list, reps: list[str]) -> tuple[list[int], list[list[int]]]:
+        prompt = chat_ids(fmt.tokenizer, msgs, add_generation_prompt=True)
+        return prompt, [fmt.tokenizer(fmt.answer_text(r), add_special_tokens=False)["input_ids"]
+                        for r in reps]
+
+    def too_long(msgs: list, reps: list[str]) -> bool:
+        prompt, outs = encode(msgs, reps)
+        return len(prompt) + max(len(o) for o in outs) > cutoff
+
+    prompt, outs = encode(messages, replies)
+    if len(prompt) + max(len(o) for o in outs) <= cutoff:
+        return prompt, outs
+    row = drop_distractors(messages, replies, too_long)
+    if row.dropped:
+        prompt, outs = encode(row.messages, row.replies)
+        stats.passages_dropped += row.dropped
+        stats.shortened += 1
     longest = max(len(o) for o in outs)
     if len(prompt) + longest <= cutoff:
-        return prompt, outs, False
+        return prompt, outs
+    stats.truncated += 1
+    stats.shortened -= int(row.dropped > 0)
     p_len, r_len = fit_lengths(len(prompt), longest, cutoff)
     prompt = truncate(Encoded(prompt, []), p_len).prompt if p_len < len(prompt) else prompt
-    return prompt, [o[:r_len] for o in outs], True
+    return prompt, [o[:r_len] for o in outs]
 
 
 def encode_preference(examples: list[Any], fmt: ChatFormat, cutoff: int, stage: str
-                      ) -> tuple[list[dict[str, Any]], int]:
+                      ) -> tuple[list[dict[str, Any]], EncodeStats]:
     """TRL rows for DPO ({prompt_ids, chosen_ids, rejected_ids}) or KTO ({prompt_ids,
     completion_ids, label}; a chosen/rejected pair gives one good and one bad row)."""
-    rows, truncated = [], 0
+    rows, stats = [], EncodeStats(examples=len(examples))
     for ex in examples:
         if stage == "dpo":
-            prompt, (chosen, rejected), cut = _encode_pair(
-                fmt, ex.messages, [ex.chosen, ex.rejected], cutoff)
+            prompt, (chosen, rejected) = _encode_pair(
+                fmt, ex.messages, [ex.chosen, ex.rejected], cutoff, stats)
             rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
         elif hasattr(ex, "chosen"):
-            prompt, (chosen, rejected), cut = _encode_pair(
-                fmt, ex.messages, [ex.chosen, ex.rejected], cutoff)
+            prompt, (chosen, rejected) = _encode_pair(
+                fmt, ex.messages, [ex.chosen, ex.rejected], cutoff, stats)
             rows += [{"prompt_ids": prompt, "completion_ids": chosen, "label": True},
                      {"prompt_ids": prompt, "completion_ids": rejected, "label": False}]
         else:
-            prompt, (completion,), cut = _encode_pair(fmt, ex.messages, [ex.completion], cutoff)
+            prompt, (completion,) = _encode_pair(fmt, ex.messages, [ex.completion], cutoff,
+                                                 stats)
             rows.append({"prompt_ids": prompt, "completion_ids": completion,
                          "label": bool(ex.label)})
-        truncated += int(cut)
     replies = ("chosen_ids", "rejected_ids", "completion_ids")
     rows = [r for r in rows if all(r[k] for k in replies if k in r)]
-    return rows, truncated
+    stats.kept = len(rows)
+    stats.tokens = sum(len(v) for r in rows for k, v in r.items() if k.endswith("_ids"))
+    return rows, stats
 
 
 class DPORun(NonFiniteGuard, DPOTrainer):
@@ -110,15 +131,12 @@ def build_preference(cfg: Any, tokenizer: Any, train: list[Any], evals: list[Any
     if cfg.stage == "kto":  # KTO samples in order (its KL pairs are built per batch): mix the
         train = list(train)  # examples here, keeping each pair's good and bad rows together
         random.Random(cfg.seed).shuffle(train)
-    rows, truncated = encode_preference(train, fmt, cfg.cutoff_len, cfg.stage)
+    rows, stats = encode_preference(train, fmt, cfg.cutoff_len, cfg.stage)
     eval_rows, _ = encode_preference(evals, fmt, cfg.cutoff_len, cfg.stage)
     if not rows:
         raise DatasetError(cfg.dataset, "no example has reply tokens left after cutting to "
                            f"cutoff_len={cfg.cutoff_len}", hint="raise --cutoff_len")
-    tokens = sum(len(r["prompt_ids"]) + sum(len(v) for k, v in r.items() if k.endswith("_ids")
-                                            and k != "prompt_ids") for r in rows)
-    stats = EncodeStats(examples=len(train), kept=len(rows), truncated=truncated, tokens=tokens,
-                        extra={"rows": len(rows), "eval_examples": len(eval_rows)})
+    stats.extra = {"rows": len(rows), "eval_examples": len(eval_rows)}
     common = {"beta": cfg.pref_beta, "precompute_ref_log_probs": True, "max_length": None,
               "include_num_input_tokens_seen": "non_padding",
               "gradient_checkpointing": cfg.gradient_checkpointing,  # TRL's default is True

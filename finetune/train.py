@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RESUME_KEYS, FinetuneConfig
-from finetune.data import StageData, build_sft
+from finetune.data import StageData, build_sft, shortening
 from finetune.packing import attention_implementation
 from finetune.preference import build_preference
 from finetune.runs import RunPaths, checkpoint_step, last_checkpoint, read_status, update_status
@@ -350,7 +350,8 @@ def resolved_block(cfg: FinetuneConfig, ws: Any, base: Any, adapter: Path | None
         "device": "cuda" if torch.cuda.is_available() else "cpu", "world_size": world()[1],
         "think_prefix": bool(data.think),
         "data": {"examples": stats.examples, "kept": stats.kept, "truncated": stats.truncated,
-                 "dropped": stats.dropped, "tokens": stats.tokens,
+                 "dropped": stats.dropped, "shortened": stats.shortened,
+                 "passages_dropped": stats.passages_dropped, "tokens": stats.tokens,
                  "response_tokens": stats.response_tokens, **stats.extra},
         "versions": {"torch": str(torch.__version__), "transformers": str(transformers.__version__)},
     }
@@ -409,6 +410,9 @@ def _train(cfg: FinetuneConfig, paths: RunPaths, ws: Any, base: Any, adapter: Pa
     rank, _ = world()
     tokenizer = load_tokenizer(base.location)
     data = build_data(cfg, tokenizer, train_ex, eval_ex)
+    shortened = shortening(data.stats, cfg.cutoff_len)
+    if rank == 0:
+        update_status(paths, shortened=shortened)
     dtype = compute_dtype(cfg)
     set_seed(cfg.seed)  # LoRA init is random: same seed, same start
     model = load_model(base.location, dtype, cfg, adapter)
