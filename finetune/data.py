@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from finetune.encode import ChatFormat, EncodeStats, RowCollator, encode_sft, packed_rows, single_rows
+from finetune.encode import (ChatFormat, EncodeStats, RowCollator, chat_ids, encode_sft,
+                             packed_rows, single_rows)
 from finetune.packing import PackedCollator
 from finetune.trainer import SFTTrainer
 from ragtune.errors import DatasetError
@@ -45,6 +46,18 @@ class StageData:
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     args_cls: Any = None  # TrainingArguments subclass (TRL's DPOConfig/KTOConfig); None: the stock one
     args_kwargs: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None
+    watch_prompts: list[list[int]] = field(default_factory=list)  # degeneration watch prompts
+
+
+def watch_prompts(tokenizer: Any, examples: list[Any], n: int) -> list[list[int]]:
+    """Prompt ids of the first `n` validation examples as the server renders them (the turns
+    before the answer, chat template with the generation prompt)."""
+    prompts = []
+    for ex in examples[:n]:
+        turns = ex.messages[:-1] if ex.messages[-1]["role"] == "assistant" else ex.messages
+        prompts.append(chat_ids(tokenizer, turns, add_generation_prompt=True))
+    return prompts
 
 
 def shortening(stats: EncodeStats, cutoff: int) -> dict[str, int]:
@@ -81,4 +94,5 @@ def build_sft(cfg: Any, tokenizer: Any, train: list[Any], evals: list[Any]) -> S
     stats.extra = {"rows": len(rows), "eval_examples": len(enc_eval),
                    "fill": round(stats.tokens / max(len(rows) * cfg.cutoff_len, 1), 3)}
     return StageData(ListDataset(rows), ListDataset(eval_rows) if eval_rows else None, collator,
-                     SFTTrainer, stats, think=fmt.opens_think)
+                     SFTTrainer, stats, think=fmt.opens_think, tokenizer=tokenizer,
+                     watch_prompts=watch_prompts(tokenizer, evals, cfg.degeneration_samples))

@@ -29,10 +29,11 @@ from typing import Any
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from finetune.data import StageData
+from finetune.data import StageData, watch_prompts
 from finetune.encode import ChatFormat, EncodeStats, Encoded, chat_ids, fit_lengths, truncate
 from finetune.shorten import drop_distractors
 from finetune.trainer import NonFiniteGuard
+from finetune.watch import WatchMixin
 from ragtune.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def encode_preference(examples: list[Any], fmt: ChatFormat, cutoff: int, stage: 
     return rows, stats
 
 
-class DPORun(NonFiniteGuard, DPOTrainer):
+class DPORun(NonFiniteGuard, WatchMixin, DPOTrainer):
     """TRL's DPOTrainer on rows that `encode_preference` already tokenized."""
 
     def _prepare_dataset(self, dataset: Dataset, processing_class: Any, args: Any,
@@ -105,7 +106,7 @@ class DPORun(NonFiniteGuard, DPOTrainer):
         return dataset
 
 
-class KTORun(NonFiniteGuard, KTOTrainer):
+class KTORun(NonFiniteGuard, WatchMixin, KTOTrainer):
     """TRL's KTOTrainer on tokenized rows; adds TRL's mismatched KL completions (each batch's
     completions rotated by one, as `KTOTrainer._prepare_dataset` does)."""
 
@@ -145,6 +146,7 @@ def build_preference(cfg: Any, tokenizer: Any, train: list[Any], evals: list[Any
     if cfg.stage == "dpo":
         common["loss_type"] = ["sigmoid"]
     return StageData(Dataset.from_list(rows), Dataset.from_list(eval_rows) if eval_rows else None,
-                     None, trainer_cls, stats, think=fmt.opens_think,
+                     None, trainer_cls, stats, think=fmt.opens_think, tokenizer=tokenizer,
+                     watch_prompts=watch_prompts(tokenizer, evals, cfg.degeneration_samples),
                      trainer_kwargs={"processing_class": tokenizer}, args_cls=args_cls,
                      args_kwargs=common)

@@ -20,12 +20,12 @@ from finetune.config import RESUME_KEYS, FinetuneConfig
 from finetune.data import StageData, build_sft, shortening
 from finetune.packing import attention_implementation
 from finetune.preference import build_preference
-from finetune.runs import RunPaths, checkpoint_step, last_checkpoint, read_status, update_status
+from finetune.watch import RANK_METRIC, DegenerationWatch, keep_best
+from finetune.runs import (RunPaths, checkpoint_step, install_adapter, last_checkpoint,
+                           read_status, update_status)
 from ragtune.errors import ConfigError, DatasetError, ModelNotFoundError, TrainingError
 
 log = logging.getLogger(__name__)
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass
@@ -240,6 +240,8 @@ def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bo
     cuda = torch.cuda.is_available()
     _, world_size = world()
     eval_every = has_eval and cfg.eval_steps > 0
+    if has_eval and cfg.degeneration_samples:  # rank checkpoints by the degeneration watch
+        extra = {"metric_for_best_model": RANK_METRIC, "greater_is_better": False, **extra}
     return args_cls(
         output_dir=str(paths.checkpoints),
         per_device_train_batch_size=cfg.per_device_batch_size,
@@ -286,6 +288,9 @@ def make_trainer(cfg: FinetuneConfig, paths: RunPaths, model: Any, data: StageDa
                                callbacks=callbacks, **data.trainer_kwargs)
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
+    if data.eval is not None and data.watch_prompts:
+        trainer.watch = DegenerationWatch(data.tokenizer, data.watch_prompts,
+                                          cfg.degeneration_max_new_tokens)
     return trainer, trend
 
 
@@ -296,17 +301,8 @@ def save_adapter(trainer: Any, paths: RunPaths) -> None:
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
-    if rank != 0:
-        return
-    for item in tmp.iterdir():
-        if item.name not in ADAPTER_FILES:
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-    old = paths.root / ".adapter.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if paths.adapter.exists():
-        paths.adapter.rename(old)
-    tmp.rename(paths.adapter)
-    shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        install_adapter(paths, tmp)
 
 
 def rewind_log(paths: RunPaths, step: int) -> None:
@@ -435,11 +431,27 @@ def _train(cfg: FinetuneConfig, paths: RunPaths, ws: Any, base: Any, adapter: Pa
     if data.eval is not None and not (cfg.eval_steps > 0 and step % cfg.eval_steps == 0):
         trainer.evaluate()  # the validation loss at the final step (unless just measured)
     save_adapter(trainer, paths)
+    warning = trend.warning
     if rank == 0:
         from finetune.runs import plot_loss, read_log
 
+        watched = {}
+        if trainer.watch is not None:
+            watched = keep_best(paths, len(trainer.watch.prompts), step, adapter)
+            if watched["degenerated_at"] is not None:
+                warning = "; ".join(w for w in (degenerate_warning(watched), warning) if w)
         plot_loss(read_log(paths.trainer_log), paths.loss_png, f"{cfg.name} ({cfg.stage})")
         update_status(paths, status="finished", step=trainer.state.global_step,
-                      max_steps=trainer.state.max_steps, message=trend.warning)
+                      max_steps=trainer.state.max_steps, message=warning, **watched)
     return TrainResult(paths, "finished", trainer.state.global_step,
-                       resume.name if resume else None, trend.warning)
+                       resume.name if resume else None, warning)
+
+
+def degenerate_warning(watched: dict[str, Any]) -> str:
+    kept = {"start": "the starting adapter (--adapter)", "final": "the final weights"}.get(
+        watched["kept_checkpoint"], watched["kept_checkpoint"])
+    where = (f"the adapter is {kept} (fewest degenerate answers, then lowest validation loss)"
+             if kept else "no earlier checkpoint to fall back to: the adapter is the final one")
+    return (f"DEGENERATE ANSWERS: more than half of the {watched['degenerate_samples']} "
+            f"validation answers became loops, citation markers only or empty at step "
+            f"{watched['degenerated_at']}; {where}. Lower --learning_rate or train fewer steps")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from finetune.encode import IGNORE
+from finetune.watch import WatchMixin
 from ragtune.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class NonFiniteGuard:
         super()._save_checkpoint(model, trial)
 
 
-class RagtuneTrainer(NonFiniteGuard, Trainer):
+class RagtuneTrainer(NonFiniteGuard, WatchMixin, Trainer):
     """Trainer that counts real (non-padding) tokens and stops on a non-finite loss."""
 
     # compute_loss divides by the token count of the whole accumulated batch itself.

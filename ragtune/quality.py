@@ -18,6 +18,8 @@ MIN_TOKENS = 8  # shorter answers are never called loops ("27 days. [3]" is fine
 MAX_NGRAM = 8
 LOOP_SHARE = 0.5  # a repeated n-gram covering at least this share of the answer is a loop
 MIN_REPEATS = 3
+# A short unit repeated back to back ("TheTheThe", "2222", "年假年假"): loops inside one word.
+_STUTTER = re.compile(r"(\S{1,8}?)\1{3,}")
 
 
 def answer_part(text: str) -> str:
@@ -26,14 +28,25 @@ def answer_part(text: str) -> str:
 
 
 def degeneracy(text: str) -> str | None:
-    """"empty", "citations-only", "loop", or None for an answer that is none of these."""
+    """"empty" (no letter or digit at all: "", "....."), "citations-only" ("[4] [4]"), "loop",
+    or None for an answer that is none of these."""
     answer = answer_part(text).strip()
-    if not answer:
-        return "empty"
-    if _MARKER.search(answer) and not re.sub(r"[\W_]", "", _MARKER.sub("", answer)):
-        return "citations-only"
+    if not re.sub(r"[\W_]", "", _MARKER.sub("", answer)):
+        return "citations-only" if _MARKER.search(answer) else "empty"
     tokens = _TOKEN.findall(answer)
-    return "loop" if loop_share(tokens) >= LOOP_SHARE else None
+    if loop_share(tokens) >= LOOP_SHARE or stutter_share(answer) >= LOOP_SHARE:
+        return "loop"
+    return None
+
+
+def stutter_share(answer: str) -> float:
+    """Share of the non-space characters in back-to-back repeats of a unit of 1-8 characters
+    that holds a letter or digit (so "......" or "----" are not counted)."""
+    text = re.sub(r"\s+", "", answer)
+    if len(text) < 2 * MIN_TOKENS:
+        return 0.0
+    runs = [m.group(0) for m in _STUTTER.finditer(text) if re.search(r"\w", m.group(1))]
+    return sum(len(r) for r in runs) / len(text)
 
 
 def loop_share(tokens: list[str]) -> float:

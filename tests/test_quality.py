@@ -12,6 +12,7 @@ from ragtune.quality import degeneracy
     ("", "empty"),
     ("   \n", "empty"),
     ("<think>\nhmm\n</think>\n\n", "empty"),
+    ("................................", "empty"),
     ("[4] [4] [4] [4]", "citations-only"),
     ("[4]", "citations-only"),
     ("[1], [2].", "citations-only"),
@@ -19,6 +20,8 @@ from ragtune.quality import degeneracy
     ("the leave the leave the leave the leave the leave the leave", "loop"),
     ("Employees get 27 days. Employees get 27 days. Employees get 27 days. Employees get", "loop"),
     ("年假年假年假年假年假年假年假年假", "loop"),
+    ("TheTheTheTheTheTheTheTheTheTheTheThe", "loop"),
+    ("S2222222222222222222222222222222", "loop"),
 ])
 def test_degenerate_answers_are_named(text: str, reason: str) -> None:
     assert degeneracy(text) == reason
@@ -32,6 +35,7 @@ def test_degenerate_answers_are_named(text: str, reason: str) -> None:
     "Submit the form, attach the receipts, sign it, scan it, and send it to finance by the "
     "30th; late claims, missing receipts, or unsigned forms are returned to the employee.",
     "<think>\nThe passage says 27.\n</think>\n\n27 days. [1]",
+    "Call 1000000 or 555-5555 before 2024-01-01... see section 4.4.4 ---- done.",
 ])
 def test_ordinary_answers_pass(text: str) -> None:
     assert degeneracy(text) is None
