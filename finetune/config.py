@@ -75,7 +75,7 @@ class FinetuneConfig:
     seed: int = 42
     adapter: str | None = None  # start from this adapter (run name or dir); for dpo/kto: the SFT run
     pref_beta: float = 0.1  # DPO/KTO beta (strength of the pull towards the reference)
-    degeneration_samples: int = 4  # greedy validation answers checked for loops at each eval (0: off)
+    degeneration_samples: int = 4  # greedy validation answers checked for loops per eval (0: off)
     degeneration_max_new_tokens: int = 32  # token budget of each of those answers
     nproc: int = 1  # processes for data-parallel training (torchrun; gloo on CPU, NCCL on GPU)
     deepspeed: Path | None = None  # DeepSpeed config (e.g. configs/deepspeed/zero2.json), GPUs only

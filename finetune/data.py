@@ -44,7 +44,7 @@ class StageData:
     stats: EncodeStats
     think: bool = False
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
-    args_cls: Any = None  # TrainingArguments subclass (TRL's DPOConfig/KTOConfig); None: the stock one
+    args_cls: Any = None  # TrainingArguments or a subclass (TRL DPOConfig/KTOConfig)
     args_kwargs: dict[str, Any] = field(default_factory=dict)
     tokenizer: Any = None
     watch_prompts: list[list[int]] = field(default_factory=list)  # degeneration watch prompts
