@@ -66,7 +66,8 @@ def run_ragtune(args: argparse.Namespace, examples: list, location: str) -> dict
     """ragtune's own Trainer set-up (finetune.train), packing on."""
     from finetune.config import FinetuneConfig
     from finetune.runs import RunPaths
-    from finetune.train import build_sft, load_model, load_tokenizer, make_trainer
+    from finetune.data import build_sft
+    from finetune.train import load_model, load_tokenizer, make_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     tokenizer = load_tokenizer(location)
@@ -75,7 +76,7 @@ def run_ragtune(args: argparse.Namespace, examples: list, location: str) -> dict
                          gradient_accumulation_steps=1, learning_rate=2e-4, lora_dropout=0.0,
                          save_steps=10_000, eval_steps=0, logging_steps=5, progress=False)
     data = build_sft(cfg, tokenizer, examples, [])
-    steps = -(-len(data["train"]) // args.rows)
+    steps = -(-len(data.train) // args.rows)
     cfg = cfg.replace(max_steps=steps)
     model = load_model(location, "fp32", cfg, None)
     paths = RunPaths(tmp / "runs" / "bench")
@@ -84,10 +85,11 @@ def run_ragtune(args: argparse.Namespace, examples: list, location: str) -> dict
     tracked = reset_peak_rss()
     cpu = time.process_time()
     out = trainer.train()
-    return {"steps": steps, "rows": len(data["train"]), "seconds": out.metrics["train_runtime"],
+    return {"steps": steps, "rows": len(data.train), "seconds": out.metrics["train_runtime"],
             "cpu_seconds": time.process_time() - cpu,
-            "real_tokens": data["stats"].tokens,
-            "computed_tokens": sum(len(r["input_ids"]) for r in data["train"].rows),
+            "real_tokens": data.stats.tokens,  # padding-free: every computed token is real
+            "computed_tokens": sum(len(e["input_ids"]) for r in data.train.rows
+                                   for e in r["examples"]),
             "loss": out.metrics["train_loss"], "train_rss_tracked": tracked}
 
 

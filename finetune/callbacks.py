@@ -15,7 +15,7 @@ from finetune.trainer import NonFiniteLoss, finite_grads, is_finite
 
 log = logging.getLogger(__name__)
 
-_KEEP = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
+_KEEP = ("loss", "eval_loss", "eval_degenerate", "learning_rate", "grad_norm", "epoch")
 _PREFIXES = ("rewards/", "logps/", "eval_rewards/", "kl")
 
 
@@ -63,6 +63,8 @@ class RunLogCallback(TrainerCallback):
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in record.items() if k not in ("step", "time")))
         latest = {k: record[k] for k in ("loss", "eval_loss", "tokens_per_s") if k in record}
+        if "eval_degenerate" in record:
+            latest["degenerate"] = record["eval_degenerate"]
         update_status(self.paths, step=state.global_step, max_steps=state.max_steps, **latest)
         if "eval_loss" in record:
             self.plot()

@@ -75,6 +75,8 @@ class FinetuneConfig:
     seed: int = 42
     adapter: str | None = None  # start from this adapter (run name or dir); for dpo/kto: the SFT run
     pref_beta: float = 0.1  # DPO/KTO beta (strength of the pull towards the reference)
+    degeneration_samples: int = 4  # greedy validation answers checked for loops per eval (0: off)
+    degeneration_max_new_tokens: int = 32  # token budget of each of those answers
     nproc: int = 1  # processes for data-parallel training (torchrun; gloo on CPU, NCCL on GPU)
     deepspeed: Path | None = None  # DeepSpeed config (e.g. configs/deepspeed/zero2.json), GPUs only
     workspace: Path | None = None  # default: the RAGTUNE_WORKSPACE setting (./workspace)
@@ -154,6 +156,14 @@ class FinetuneConfig:
                 raise ConfigError(key, value, "must be a whole number of at least 1 (or unset)")
         if self.eval_steps < 0:
             raise ConfigError("eval_steps", self.eval_steps, "must be >= 0 (0: evaluate at the end)")
+        for key, high in (("degeneration_samples", 64), ("degeneration_max_new_tokens", 512)):
+            value = getattr(self, key)
+            low = 0 if key == "degeneration_samples" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(key, value, f"must be a whole number from {low} to {high}")
+        if self.stage == "kto" and self.per_device_batch_size < 2:
+            raise ConfigError("per_device_batch_size", self.per_device_batch_size,
+                              "KTO estimates its KL term within a batch: use at least 2")
         if self.nproc > 64:
             raise ConfigError("nproc", self.nproc, "more than 64 processes on one machine")
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune.shorten import drop_distractors
 from ragtune.errors import ConfigError
 from ragtune.types import ChatMessage
 
@@ -51,8 +52,10 @@ class EncodeStats:
 
     examples: int = 0
     kept: int = 0
-    truncated: int = 0
-    dropped: int = 0
+    truncated: int = 0  # rows still too long after dropping distractors: cut by token count
+    dropped: int = 0  # rows with no answer token left (not trained)
+    shortened: int = 0  # rows that fit after dropping whole distractor passages
+    passages_dropped: int = 0
     tokens: int = 0
     response_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,11 +154,20 @@ def truncate(enc: Encoded, cutoff: int) -> Encoded:
 
 def encode_sft(examples: Sequence[Any], tokenizer: Any, cutoff: int,
                fmt: ChatFormat | None = None) -> tuple[list[Encoded], EncodeStats]:
-    """Tokenize SFT examples (last message = the answer), truncating to `cutoff`."""
+    """Tokenize SFT examples (last message = the answer) to at most `cutoff` tokens: an
+    over-long RAFT row drops whole distractor passages first (`finetune.shorten`), and only a
+    row still too long is cut by tokens (counted in `truncated`)."""
     fmt = fmt or ChatFormat(tokenizer)
     out, stats = [], EncodeStats(examples=len(examples))
     for ex in examples:
         enc = fmt.encode(ex.messages[:-1], ex.messages[-1]["content"])
+        if len(enc) > cutoff:  # first whole distractor passages, never the cited one
+            row = drop_distractors(ex.messages[:-1], [ex.messages[-1]["content"]],
+                                   lambda m, r: len(fmt.encode(m, r[0])) > cutoff)
+            if row.dropped:
+                enc = fmt.encode(row.messages, row.replies[0])
+                stats.passages_dropped += row.dropped
+                stats.shortened += int(len(enc) <= cutoff)
         if len(enc) > cutoff:
             stats.truncated += 1
             enc = truncate(enc, cutoff)
@@ -195,19 +207,12 @@ def pack(lengths: Sequence[int], capacity: int, seed: int) -> list[list[int]]:
     return rows
 
 
-def packed_rows(encoded: Sequence[Encoded], capacity: int, seed: int) -> list[dict[str, list[int]]]:
-    """Rows of concatenated examples with position ids restarting at 0 for each example."""
-    rows = []
-    for members in pack([len(e) for e in encoded], capacity, seed):
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for i in members:
-            ids += encoded[i].input_ids
-            labels += encoded[i].labels
-            positions += list(range(len(encoded[i])))
-        rows.append({"input_ids": ids, "labels": labels, "position_ids": positions})
-    return rows
+def packed_rows(encoded: Sequence[Encoded], capacity: int, seed: int) -> list[dict[str, Any]]:
+    """Rows of whole examples, about `capacity` tokens each (`finetune.packing.PackedCollator`
+    flattens them; positions restart at 0 for each example)."""
+    return [{"examples": [{"input_ids": encoded[i].input_ids, "labels": encoded[i].labels}
+                          for i in members]}
+            for members in pack([len(e) for e in encoded], capacity, seed)]
 
 
 def single_rows(encoded: Sequence[Encoded]) -> list[dict[str, list[int]]]:

@@ -27,6 +27,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,19 @@ def last_checkpoint(checkpoints: Path, *, remove_partial: bool = False) -> Path 
     return best
 
 
+def install_adapter(paths: RunPaths, staged: Path) -> None:
+    """Make the adapter files in `staged` the run's adapter/ (by renames: never half-written)."""
+    for item in staged.iterdir():
+        if item.name not in ADAPTER_FILES:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    old = paths.root / ".adapter.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if paths.adapter.exists():
+        paths.adapter.rename(old)
+    staged.rename(paths.adapter)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
     """Records of trainer_log.jsonl; a torn last line (killed mid-write) is skipped."""
     records = []
@@ -182,7 +196,8 @@ def smooth(values: list[float]) -> list[float]:
 
 
 def plot_loss(records: list[dict[str, Any]], out: Path, title: str = "") -> Path | None:
-    """Train and validation loss against step, as a PNG (matplotlib, no display needed)."""
+    """Train and validation loss against step, with the degeneration watch's count of
+    degenerate validation answers on a second axis, as a PNG (matplotlib, no display needed)."""
     train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
     evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
     if not train and not evals:
@@ -204,7 +219,18 @@ def plot_loss(records: list[dict[str, Any]], out: Path, title: str = "") -> Path
     ax.set_ylabel("loss")
     ax.set_title(title or out.parent.name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    degenerate = [(r["step"], r["eval_degenerate"]) for r in records
+                  if r.get("eval_degenerate") is not None]
+    if degenerate:  # the degeneration watch, on a second axis
+        right = ax.twinx()
+        right.plot(*zip(*degenerate, strict=True), "s--", color="tab:red",
+                   label="degenerate validation answers")
+        right.set_ylabel("degenerate answers")
+        right.set_ylim(bottom=0, top=max(max(n for _, n in degenerate), 1) + 0.5)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels)
     fig.tight_layout()
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.png")
     fig.savefig(tmp)

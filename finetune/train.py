@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RESUME_KEYS, FinetuneConfig
-from finetune.runs import RunPaths, checkpoint_step, last_checkpoint, read_status, update_status
+from finetune.data import StageData, build_sft, shortening
+from finetune.packing import attention_implementation
+from finetune.preference import build_preference
+from finetune.watch import RANK_METRIC, DegenerationWatch, keep_best
+from finetune.runs import (RunPaths, checkpoint_step, install_adapter, last_checkpoint,
+                           read_status, update_status)
 from ragtune.errors import ConfigError, DatasetError, ModelNotFoundError, TrainingError
 
 log = logging.getLogger(__name__)
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass
@@ -179,20 +182,6 @@ def check_adapter_base(adapter: Path, location: str) -> None:
                     trained_on, location)
 
 
-def packed_attention() -> str:
-    """Attention for packed rows: flash-attention's varlen kernel when installed on a GPU,
-    else causal SDPA per packed example (finetune.attention)."""
-    import importlib.util
-
-    import torch
-
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    from finetune.attention import register
-
-    return register()
-
-
 def load_model(location: str, dtype: str, cfg: FinetuneConfig, adapter: Path | None) -> Any:
     """The base model with a trainable LoRA adapter (fresh, or loaded from `adapter`)."""
     import torch
@@ -200,8 +189,8 @@ def load_model(location: str, dtype: str, cfg: FinetuneConfig, adapter: Path | N
     from transformers import AutoModelForCausalLM
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    kwargs = {"attn_implementation": packed_attention()} if cfg.packing and cfg.stage == "sft" \
-        else {}
+    kwargs = {"attn_implementation": attention_implementation()} if cfg.packing \
+        and cfg.stage == "sft" else {}
     model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
@@ -231,64 +220,29 @@ def load_tokenizer(location: str) -> Any:
 
 # ------------------------------------------------------------------ datasets for the Trainer
 
-class ListDataset:
-    """A map-style dataset over a list of feature dicts."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
-
-
-def build_sft(cfg: FinetuneConfig, tokenizer: Any, train: list[Any], evals: list[Any]) -> dict:
-    """Tokenized (and packed) train/validation rows, collator and Trainer class for SFT."""
-    from finetune.encode import ChatFormat, RowCollator, encode_sft, packed_rows, single_rows
-    from finetune.trainer import SFTTrainer
-
-    fmt = ChatFormat(tokenizer)
-    enc_train, stats = encode_sft(train, tokenizer, cfg.cutoff_len, fmt)
-    enc_eval, _ = encode_sft(evals, tokenizer, cfg.cutoff_len, fmt)
-    if not enc_train:
-        raise DatasetError(cfg.dataset, "no example has answer tokens left after cutting to "
-                           f"cutoff_len={cfg.cutoff_len}", hint="raise --cutoff_len")
-    rows = (packed_rows(enc_train, cfg.cutoff_len, cfg.seed) if cfg.packing
-            else single_rows(enc_train))
-    eval_rows = (packed_rows(enc_eval, cfg.cutoff_len, cfg.seed) if cfg.packing
-                 else single_rows(enc_eval))
-    stats.extra = {"rows": len(rows), "eval_examples": len(enc_eval),
-                   "fill": round(stats.tokens / max(len(rows) * cfg.cutoff_len, 1), 3)}
-    if stats.truncated:
-        log.warning("%d of %d examples were longer than cutoff_len=%d and were cut",
-                    stats.truncated, stats.examples, cfg.cutoff_len)
-    return {"train": ListDataset(rows), "eval": ListDataset(eval_rows) if eval_rows else None,
-            "collator": RowCollator(tokenizer.pad_token_id), "trainer_cls": SFTTrainer,
-            "stats": stats, "think": fmt.opens_think}
-
-
-def build_data(cfg: FinetuneConfig, tokenizer: Any, train: list[Any], evals: list[Any]) -> dict:
+def build_data(cfg: FinetuneConfig, tokenizer: Any, train: list[Any], evals: list[Any]
+               ) -> StageData:
     if cfg.stage == "sft":
         return build_sft(cfg, tokenizer, train, evals)
-    from finetune.preference import build_preference
-
     return build_preference(cfg, tokenizer, train, evals)
 
 
 # ------------------------------------------------------------------ Trainer set-up
 
 def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bool,
-                  resuming: bool = False) -> Any:
-    """TrainingArguments from the config (checkpoints under runs/<name>/checkpoints)."""
+                  resuming: bool = False, args_cls: Any = None, **extra: Any) -> Any:
+    """TrainingArguments (or the stage's subclass, e.g. TRL's DPOConfig, with its `extra`
+    fields) from the config; checkpoints go under runs/<name>/checkpoints."""
     import torch
     from transformers import TrainingArguments
 
+    args_cls = args_cls or TrainingArguments
     cuda = torch.cuda.is_available()
     _, world_size = world()
     eval_every = has_eval and cfg.eval_steps > 0
-    return TrainingArguments(
+    if has_eval and cfg.degeneration_samples:  # rank checkpoints by the degeneration watch
+        extra = {"metric_for_best_model": RANK_METRIC, "greater_is_better": False, **extra}
+    return args_cls(
         output_dir=str(paths.checkpoints),
         per_device_train_batch_size=cfg.per_device_batch_size,
         per_device_eval_batch_size=cfg.per_device_batch_size,
@@ -308,10 +262,11 @@ def training_args(cfg: FinetuneConfig, paths: RunPaths, dtype: str, has_eval: bo
         ddp_backend=None if cuda or world_size == 1 else "gloo",
         ddp_find_unused_parameters=False if world_size > 1 else None,
         deepspeed=str(cfg.deepspeed) if cfg.deepspeed else None,
+        **extra,
     )
 
 
-def make_trainer(cfg: FinetuneConfig, paths: RunPaths, model: Any, data: dict, dtype: str,
+def make_trainer(cfg: FinetuneConfig, paths: RunPaths, model: Any, data: StageData, dtype: str,
                  extra_callbacks: tuple = (), resuming: bool = False) -> tuple[Any, Any]:
     """The Trainer with ragtune's callbacks in place of the default printer/progress bar."""
     import math
@@ -321,17 +276,21 @@ def make_trainer(cfg: FinetuneConfig, paths: RunPaths, model: Any, data: dict, d
     from finetune.callbacks import (LossTrendCallback, NanGuardCallback, ProgressCallback,
                                     RunLogCallback)
 
-    args = training_args(cfg, paths, dtype, data["eval"] is not None, resuming)
+    args = training_args(cfg, paths, dtype, data.eval is not None, resuming, data.args_cls,
+                         **data.args_kwargs)
     _, world_size = world()
     per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world_size
-    trend = LossTrendCallback(math.ceil(len(data["train"]) / per_step))
+    trend = LossTrendCallback(math.ceil(len(data.train) / per_step))
     callbacks = [RunLogCallback(paths), ProgressCallback(cfg.progress), NanGuardCallback(), trend,
                  *extra_callbacks]
-    trainer = data["trainer_cls"](model=model, args=args, train_dataset=data["train"],
-                                  eval_dataset=data["eval"], data_collator=data["collator"],
-                                  callbacks=callbacks, **data.get("trainer_kwargs", {}))
+    trainer = data.trainer_cls(model=model, args=args, train_dataset=data.train,
+                               eval_dataset=data.eval, data_collator=data.collator,
+                               callbacks=callbacks, **data.trainer_kwargs)
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
+    if data.eval is not None and data.watch_prompts:
+        trainer.watch = DegenerationWatch(data.tokenizer, data.watch_prompts,
+                                          cfg.degeneration_max_new_tokens)
     return trainer, trend
 
 
@@ -342,17 +301,8 @@ def save_adapter(trainer: Any, paths: RunPaths) -> None:
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
-    if rank != 0:
-        return
-    for item in tmp.iterdir():
-        if item.name not in ADAPTER_FILES:
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
-    old = paths.root / ".adapter.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if paths.adapter.exists():
-        paths.adapter.rename(old)
-    tmp.rename(paths.adapter)
-    shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        install_adapter(paths, tmp)
 
 
 def rewind_log(paths: RunPaths, step: int) -> None:
@@ -383,20 +333,21 @@ def write_run_config(cfg: FinetuneConfig, paths: RunPaths, resolved: dict[str, A
 
 
 def resolved_block(cfg: FinetuneConfig, ws: Any, base: Any, adapter: Path | None, dtype: str,
-                   data: dict) -> dict[str, Any]:
+                   data: StageData) -> dict[str, Any]:
     import torch
     import transformers
 
-    stats = data["stats"]
+    stats = data.stats
     return {
         "workspace": str(ws.root.resolve()), "run_dir": str((ws.runs_dir / cfg.name).resolve()),
         "model_location": base.location, "model_how": base.how,
         "dataset_dir": str((cfg.dataset_dir or ws.datasets_dir).resolve()),
         "start_adapter": str(adapter) if adapter else None, "compute_type": dtype,
         "device": "cuda" if torch.cuda.is_available() else "cpu", "world_size": world()[1],
-        "think_prefix": bool(data.get("think")),
+        "think_prefix": bool(data.think),
         "data": {"examples": stats.examples, "kept": stats.kept, "truncated": stats.truncated,
-                 "dropped": stats.dropped, "tokens": stats.tokens,
+                 "dropped": stats.dropped, "shortened": stats.shortened,
+                 "passages_dropped": stats.passages_dropped, "tokens": stats.tokens,
                  "response_tokens": stats.response_tokens, **stats.extra},
         "versions": {"torch": str(torch.__version__), "transformers": str(transformers.__version__)},
     }
@@ -455,13 +406,14 @@ def _train(cfg: FinetuneConfig, paths: RunPaths, ws: Any, base: Any, adapter: Pa
     rank, _ = world()
     tokenizer = load_tokenizer(base.location)
     data = build_data(cfg, tokenizer, train_ex, eval_ex)
+    shortened = shortening(data.stats, cfg.cutoff_len)
+    if rank == 0:
+        update_status(paths, shortened=shortened)
     dtype = compute_dtype(cfg)
     set_seed(cfg.seed)  # LoRA init is random: same seed, same start
     model = load_model(base.location, dtype, cfg, adapter)
     resume = last_checkpoint(paths.checkpoints, remove_partial=rank == 0)
     trainer, trend = make_trainer(cfg, paths, model, data, dtype, callbacks, resume is not None)
-    if data.get("prepare"):
-        data["prepare"](trainer)
     if rank == 0:
         write_run_config(cfg, paths, resolved_block(cfg, ws, base, adapter, dtype, data))
     if resume is not None:
@@ -476,14 +428,30 @@ def _train(cfg: FinetuneConfig, paths: RunPaths, ws: Any, base: Any, adapter: Pa
         raise NonFiniteLoss(f"{err}; {where}. Lower --learning_rate (now {cfg.learning_rate:g}) "
                             "and retrain with --overwrite, or check the data") from None
     step = trainer.state.global_step
-    if data["eval"] is not None and not (cfg.eval_steps > 0 and step % cfg.eval_steps == 0):
+    if data.eval is not None and not (cfg.eval_steps > 0 and step % cfg.eval_steps == 0):
         trainer.evaluate()  # the validation loss at the final step (unless just measured)
     save_adapter(trainer, paths)
+    warning = trend.warning
     if rank == 0:
         from finetune.runs import plot_loss, read_log
 
+        watched = {}
+        if trainer.watch is not None:
+            watched = keep_best(paths, len(trainer.watch.prompts), step, adapter)
+            if watched["degenerated_at"] is not None:
+                warning = "; ".join(w for w in (degenerate_warning(watched), warning) if w)
         plot_loss(read_log(paths.trainer_log), paths.loss_png, f"{cfg.name} ({cfg.stage})")
         update_status(paths, status="finished", step=trainer.state.global_step,
-                      max_steps=trainer.state.max_steps, message=trend.warning)
+                      max_steps=trainer.state.max_steps, message=warning, **watched)
     return TrainResult(paths, "finished", trainer.state.global_step,
-                       resume.name if resume else None, trend.warning)
+                       resume.name if resume else None, warning)
+
+
+def degenerate_warning(watched: dict[str, Any]) -> str:
+    kept = {"start": "the starting adapter (--adapter)", "final": "the final weights"}.get(
+        watched["kept_checkpoint"], watched["kept_checkpoint"])
+    where = (f"the adapter is {kept} (fewest degenerate answers, then lowest validation loss)"
+             if kept else "no earlier checkpoint to fall back to: the adapter is the final one")
+    return (f"DEGENERATE ANSWERS: more than half of the {watched['degenerate_samples']} "
+            f"validation answers became loops, citation markers only or empty at step "
+            f"{watched['degenerated_at']}; {where}. Lower --learning_rate or train fewer steps")

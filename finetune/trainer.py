@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from finetune.encode import IGNORE
+from finetune.watch import WatchMixin
 from ragtune.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,29 @@ class NonFiniteLoss(TrainingError):
     """The loss or the gradients became NaN/inf; the weights were not updated with them."""
 
 
-class RagtuneTrainer(Trainer):
+class NonFiniteGuard:
+    """Trainer mixin: stop on a non-finite loss, never write a checkpoint with NaN/inf weights.
+
+    Mixed into ragtune's SFT trainer and into TRL's DPO/KTO trainers (`finetune.preference`)."""
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
+                      num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLoss(
+                f"the training loss became {float(loss)} at step {self.state.global_step + 1}; "
+                "stopped before the optimizer step, so no weights were updated with it")
+        return loss
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The last good checkpoint must stay last."""
+        if not finite_weights(self.model):
+            raise NonFiniteLoss(f"the weights became NaN/inf by step {self.state.global_step}; "
+                                "that checkpoint was not written")
+        super()._save_checkpoint(model, trial)
+
+
+class RagtuneTrainer(NonFiniteGuard, WatchMixin, Trainer):
     """Trainer that counts real (non-padding) tokens and stops on a non-finite loss."""
 
     # compute_loss divides by the token count of the whole accumulated batch itself.
@@ -62,23 +85,6 @@ class RagtuneTrainer(Trainer):
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size
         return loss
-
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
-                      num_items_in_batch: Any = None) -> torch.Tensor:
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLoss(
-                f"the training loss became {float(loss)} at step {self.state.global_step + 1}; "
-                "stopped before the optimizer step, so no weights were updated with it")
-        return loss
-
-
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Never write a checkpoint with NaN/inf weights: the last good one must stay last."""
-        if not finite_weights(self.model):
-            raise NonFiniteLoss(f"the weights became NaN/inf by step {self.state.global_step}; "
-                                "that checkpoint was not written")
-        super()._save_checkpoint(model, trial)
 
 
 class SFTTrainer(RagtuneTrainer):

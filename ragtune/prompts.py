@@ -6,7 +6,9 @@ layout it never sees at serving time. Both sides call `build_messages`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ragtune.types import ChatMessage
@@ -43,6 +45,27 @@ def system_prompt(name: str = "ragtune", organisation: str = "ragtune") -> str:
     return DEFAULT_SYSTEM.format(name=name, organisation=organisation)
 
 
+_CONTEXT_HEAD, _QUESTION_HEAD, _SECTION_SEP = "Context:\n", "\n\nQuestion: ", " › "
+CITATION = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class ContextPassage:
+    """A passage read back from a formatted prompt (satisfies `Passage`)."""
+
+    source: str
+    section: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ContextPrompt:
+    """A user turn in the `user_prompt` layout, parsed: its passages ([1] first) and question."""
+
+    passages: list[ContextPassage]
+    question: str
+
+
 def format_passage(n: int, passage: Passage) -> str:
     """`[n] source › section` header line, then the text."""
     where = passage.source + (f" › {passage.section}" if passage.section else "")
@@ -57,7 +80,40 @@ def user_prompt(question: str, passages: Sequence[Passage] | None = None) -> str
     """The user turn: the question alone, or context passages followed by the question."""
     if not passages:
         return question.strip()
-    return f"Context:\n{format_context(passages)}\n\nQuestion: {question.strip()}"
+    return f"{_CONTEXT_HEAD}{format_context(passages)}{_QUESTION_HEAD}{question.strip()}"
+
+
+def parse_context(text: str) -> ContextPrompt | None:
+    """The passages and question of a user turn written by `user_prompt`, or None when the
+    text is not in that layout (a plain question). Passages are found by their running
+    numbers (`[1] `, then `\n\n[2] ` ...), so blank lines inside a passage are kept; the result
+    is accepted only if `user_prompt` renders it back to exactly `text`."""
+    end = text.rfind(_QUESTION_HEAD)
+    if not text.startswith(_CONTEXT_HEAD + "[1] ") or end < 0:
+        return None
+    body, question = text[len(_CONTEXT_HEAD):end], text[end + len(_QUESTION_HEAD):]
+    starts, n = [0], 2
+    while (at := body.find(f"\n\n[{n}] ", starts[-1])) >= 0:
+        starts.append(at + 2)
+        n += 1
+    passages = []
+    for k, (a, b) in enumerate(zip(starts, [*starts[1:], len(body) + 2], strict=True), start=1):
+        head, _, passage_text = body[a:b - 2].partition("\n")
+        where = head[len(f"[{k}] "):]
+        source, _, section = where.partition(_SECTION_SEP)
+        passages.append(ContextPassage(source, section, passage_text))
+    parsed = ContextPrompt(passages, question)
+    return parsed if user_prompt(question, passages) == text else None
+
+
+def cited_numbers(answer: str) -> set[int]:
+    """The passage numbers an answer cites as `[n]`."""
+    return {int(m) for m in CITATION.findall(answer)}
+
+
+def renumber_citations(answer: str, mapping: dict[int, int]) -> str:
+    """Rewrite `[old]` citations as `[new]` (numbers missing from `mapping` stay as they are)."""
+    return CITATION.sub(lambda m: f"[{mapping.get(int(m.group(1)), int(m.group(1)))}]", answer)
 
 
 def build_messages(question: str, passages: Sequence[Passage] | None = None,

@@ -6,35 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from ragtune.datasets import load_dataset
-from finetune.encode import ChatFormat
 from feedback.commands import export
-from finetune.preference import PreferenceCollator, encode_preference, sequence_logps
 from finetune.runs import read_log
 from finetune.train import train
 from ragtune.settings import load_settings
 from tests.feedback.records import fill
+from tests.finetune.margins import margin
 from tests.finetune.test_train import one_thread, tiny_cfg  # noqa: F401
-
-
-def margin(model_dir: Path, datasets: Path, adapter: Path | None) -> float:
-    """Mean log p(chosen) - log p(rejected) over the exported pairs (base, or base+adapter)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, str(adapter))
-    rows, _ = encode_preference(load_dataset("feedback_dpo", datasets), ChatFormat(tok), 256,
-                                "dpo")
-    batch = PreferenceCollator(tok.pad_token_id)(rows)
-    with torch.no_grad():
-        logps = sequence_logps(model.eval(), batch)
-    n = len(rows)
-    return float((logps[:n] - logps[n:]).mean())
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +41,7 @@ def test_feedback_training_prefers_the_chosen_answer(stage: str, exported: Path,
     assert result.status == "finished" and result.step == 8
     records = [r for r in read_log(result.paths.trainer_log) if "loss" in r]
     assert records[-1]["loss"] < records[0]["loss"]
-    before = margin(tiny_llama_dir, datasets, None)
-    after = margin(tiny_llama_dir, datasets, result.paths.adapter)
+    pairs = load_dataset("feedback_dpo", datasets)
+    before = margin(tiny_llama_dir, pairs, None)
+    after = margin(tiny_llama_dir, pairs, result.paths.adapter)
     assert after > before + 0.3, (before, after)

@@ -72,6 +72,9 @@ def test_overrides_win_over_the_file(repo_root: Path) -> None:
     ("max_samples", 0, "at least 1"),
     ("per_device_batch_size", 0, "positive"),
     ("deepspeed", "/nonexistent/zero9.json", "not found"),
+    ("degeneration_samples", -1, "from 0 to 64"),
+    ("degeneration_samples", 2.5, "whole number"),
+    ("degeneration_max_new_tokens", 0, "from 1 to 512"),
 ])
 def test_bad_values_name_field_and_value(field: str, value: object, words: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -79,6 +82,12 @@ def test_bad_values_name_field_and_value(field: str, value: object, words: str) 
     assert info.value.field == field
     assert info.value.value == value
     assert words in str(info.value)
+
+
+def test_kto_needs_two_rows_per_batch() -> None:
+    with pytest.raises(ConfigError) as info:
+        FinetuneConfig(stage="kto", per_device_batch_size=1)
+    assert info.value.field == "per_device_batch_size" and "KL" in str(info.value)
 
 
 def test_unknown_yaml_key_is_named(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 from ragtune.datasets import SFTExample
 from finetune.encode import (IGNORE, ChatFormat, RowCollator, chat_ids, encode_sft, fit_lengths,
                              pack, packed_rows, single_rows)
+from finetune.packing import PackedCollator
 
 
 def example(question: str, answer: str, system: str | None = None) -> SFTExample:
@@ -84,19 +85,16 @@ def test_pack_fills_rows_without_overflow() -> None:
     assert rows == pack(lengths, 1024, seed=1)  # deterministic
 
 
-def test_packed_row_positions_and_labels(llama_tok) -> None:
+def test_packed_rows_hold_whole_examples_and_padding_is_never_trained(llama_tok) -> None:
     exs = [example(f"Question {i}?", f"Answer {i}.") for i in range(3)]
     enc, _ = encode_sft(exs, llama_tok, cutoff=512)
     (row,) = packed_rows(enc, 512, seed=0)
-    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
-    assert len(starts) == 3
-    for s in starts:  # every sample starts with a prompt token: no label crosses samples
-        assert row["labels"][s] == IGNORE
-    batch = RowCollator(llama_tok.pad_token_id)([row, single_rows(enc)[0]])
+    assert sorted(len(e["input_ids"]) for e in row["examples"]) == sorted(len(e) for e in enc)
+    batch = RowCollator(llama_tok.pad_token_id)(single_rows(enc[:2]))  # unpacked: padded rows
     assert batch["input_ids"].shape[1] % 8 == 0
-    assert int(batch["n_tokens"]) == len(row["input_ids"]) + len(enc[0])
-    tail = batch["labels"][1, len(enc[0]):]
-    assert (tail == IGNORE).all()  # padding is never trained
+    assert int(batch["n_tokens"]) == len(enc[0]) + len(enc[1])
+    shorter = min(range(2), key=lambda i: len(enc[i]))
+    assert (batch["labels"][shorter, len(enc[shorter]):] == IGNORE).all()
 
 
 def test_packed_samples_do_not_attend_to_each_other(tiny_llama_dir: Path, llama_tok) -> None:
@@ -108,57 +106,18 @@ def test_packed_samples_do_not_attend_to_each_other(tiny_llama_dir: Path, llama_
            example("Who runs the reactor?", "Aster Labs runs the Northwind reactor."),
            example("员工每年享有多少天年假？", "十五天。")]
     enc, _ = encode_sft(exs, llama_tok, cutoff=512)
-    (row,) = packed_rows(enc, 512, seed=0)
-    batch = RowCollator(llama_tok.pad_token_id)([row])
+    batch = PackedCollator(flash_kwargs=False)(packed_rows(enc, 512, seed=0))
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                        use_cache=False).logits[0]
         naive = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
-        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
+        positions = batch["position_ids"][0].tolist()
+        starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
         for a, b in zip(starts, starts[1:], strict=False):
-            ids = torch.tensor([row["input_ids"][a:b]])
-            alone = model(input_ids=ids, use_cache=False).logits[0]
+            alone = model(input_ids=batch["input_ids"][:, a:b], use_cache=False).logits[0]
             torch.testing.assert_close(packed[a:b], alone, atol=1e-5, rtol=1e-4)
     later = starts[1]
     assert not torch.allclose(naive[later:], packed[later:], atol=1e-3)
-    # ragtune's packed attention (causal SDPA per example) gives the same logits, with or
-    # without a KV cache (transformers' own packed-mask detection is off when a cache exists).
-    from finetune.attention import register
-
-    ours = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32,
-                                                attn_implementation=register()).eval()
-    with torch.no_grad():
-        for use_cache in (False, True):
-            logits = ours(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                          use_cache=use_cache).logits[0]
-            torch.testing.assert_close(logits, packed, atol=1e-5, rtol=1e-4)
-
-
-def test_packed_loss_equals_token_weighted_mean(tiny_llama_dir: Path, llama_tok) -> None:
-    """The trainer's answer-only loss on a packed row equals the per-sample losses combined."""
-    from transformers import AutoModelForCausalLM
-
-    from finetune.trainer import SFTTrainer
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
-    exs = [example("What is the capital?", "Lumen City."),
-           example("Who runs it?", "Aster Labs runs the Northwind reactor under policy 7.")]
-    enc, _ = encode_sft(exs, llama_tok, cutoff=512)
-    collate = RowCollator(llama_tok.pad_token_id)
-    trainer = SFTTrainer.__new__(SFTTrainer)  # only compute_loss is used: no Trainer set-up
-    trainer._tokens_base, trainer._tokens_local = None, 0
-    trainer.model = model
-    with torch.no_grad():
-        packed = trainer.compute_loss(model, collate(packed_rows(enc, 512, seed=0)))
-        sums, counts = 0.0, 0
-        for e in enc:
-            ids = torch.tensor([e.input_ids])
-            logits = model(input_ids=ids).logits[0, :-1]
-            target = torch.tensor(e.labels[1:])
-            keep = target != IGNORE
-            sums += torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
-            counts += int(keep.sum())
-    torch.testing.assert_close(packed, sums / counts, atol=1e-5, rtol=1e-5)
 
 
 def test_a_template_that_cannot_render_an_answer_is_an_error(tiny_llama_dir: Path) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ragtune.datasets import load_dataset
-from finetune.encode import ChatFormat
-from finetune.preference import PreferenceCollator, encode_preference, sequence_logps
 from finetune.runs import RunPaths, read_log, read_status
 from finetune.train import train
+from tests.finetune.margins import margin
 from tests.finetune.test_train import FACTS, llama_run, one_thread, tiny_cfg  # noqa: F401
 
 WRONG = ["The capital is Marrowick.", "Nobody runs it.", "Policy 2 applies.", "员工没有年假。"]
@@ -22,22 +19,6 @@ def write_pairs(path: Path, n: int = 8) -> Path:
              "chosen": FACTS[i % 4][1], "rejected": WRONG[i % 4]} for i in range(n)]
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     return path
-
-
-def margin(model_dir: Path, adapter: Path, data: Path) -> float:
-    """Mean log p(chosen) - log p(rejected) under base + adapter."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
-                                      str(adapter)).eval()
-    rows, _ = encode_preference(load_dataset(str(data)), ChatFormat(tok), 256, "dpo")
-    batch = PreferenceCollator(tok.pad_token_id)(rows)
-    with torch.no_grad():
-        logps = sequence_logps(model, batch)
-    n = len(rows)
-    return float((logps[:n] - logps[n:]).mean())
 
 
 def test_dpo_from_sft_adapter(llama_run: RunPaths, tiny_llama_dir: Path, tmp_path: Path) -> None:
@@ -52,8 +33,9 @@ def test_dpo_from_sft_adapter(llama_run: RunPaths, tiny_llama_dir: Path, tmp_pat
     assert abs(records[0]["rewards/margins"]) < 1e-4  # policy == reference (the SFT adapter)
     assert records[-1]["rewards/margins"] > 0.05 and records[-1]["rewards/accuracies"] == 1.0
     assert records[-1]["loss"] < records[0]["loss"]
-    before = margin(tiny_llama_dir, llama_run.adapter, data)
-    after = margin(tiny_llama_dir, result.paths.adapter, data)
+    pairs = load_dataset(str(data))
+    before = margin(tiny_llama_dir, pairs, llama_run.adapter)
+    after = margin(tiny_llama_dir, pairs, result.paths.adapter)
     assert after > before + 0.5  # chosen log-prob rose relative to rejected
     assert sorted(p.name for p in result.paths.adapter.iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors"]

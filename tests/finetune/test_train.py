@@ -91,6 +91,8 @@ def test_tiny_llama_loss_falls_and_outputs_are_written(llama_run: RunPaths) -> N
     assert llama_run.loss_png.read_bytes()[:4] == b"\x89PNG"
     status = read_status(llama_run)
     assert (status["status"], status["step"], status["max_steps"]) == ("finished", 12, 12)
+    assert status["shortened"] == {"rows": 12, "dropped_distractors": 0, "passages_dropped": 0,
+                                   "truncated": 0}
     assert list(llama_run.root.glob("train-*.log"))
     import yaml
 
