@@ -48,11 +48,11 @@ def calibrate(items: Sequence[QAItem], retriever: Retriever | None, settings: Se
         raise NotFoundError("--calibrate needs the workspace's index: run `ingest DOCS` first")
     unanswerable = [i for i in items if not i.answerable]
     if not unanswerable:
-        raise DatasetError(f"{qa}: --calibrate needs unanswerable questions "
+        raise DatasetError(qa, "--calibrate needs unanswerable questions "
                            "(rows with \"answer\": null)")
     scores = gate_scores(items, retriever, settings, top_k)
     fit = fit_threshold([s for s, i in zip(scores, items) if i.answerable],
-                        [s for s, i in zip(scores, items) if not i.answerable])
+                        [s for s, i in zip(scores, items) if not i.answerable], source=str(qa))
     result = {**fit, "qa": str(qa), "top_k": top_k, "embedder": settings.embedder,
               "reranker": settings.reranker or None, "score": "answerability"}
     path = write_calibration(settings.paths.index_dir, result)

@@ -30,13 +30,14 @@ def read_calibration(index_dir: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         float(data["threshold"])
     except (ValueError, KeyError, TypeError) as err:
-        raise DatasetError(f"{path}: not a ragtune calibration ({err})") from None
+        raise DatasetError(path, f"not a ragtune calibration ({err})") from None
     return data
 
 
 def write_calibration(index_dir: Path, result: dict[str, Any]) -> Path:
     """Write the calibration atomically beside the index."""
     path = Path(index_dir) / CALIBRATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({**result, "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
                               indent=2, ensure_ascii=False), encoding="utf-8")
@@ -45,7 +46,7 @@ def write_calibration(index_dir: Path, result: dict[str, Any]) -> Path:
 
 
 def fit_threshold(answerable: Sequence[float], unanswerable: Sequence[float],
-                  max_false_refusals: float = 0.10) -> dict[str, Any]:
+                  max_false_refusals: float = 0.10, source: str = "the QA file") -> dict[str, Any]:
     """The threshold that refuses the most unanswerable questions while refusing at most
     `max_false_refusals` of the answerable ones (ties: the lower threshold).
 
@@ -53,7 +54,7 @@ def fit_threshold(answerable: Sequence[float], unanswerable: Sequence[float],
     the refusal rates it reaches on both sets.
     """
     if not answerable:
-        raise DatasetError("calibration needs answerable questions (with an answer)")
+        raise DatasetError(source, "calibration needs answerable questions (with an answer)")
     candidates = sorted({0.0, *answerable, *unanswerable, 1.01})
     best: tuple[float, float, float] | None = None
     for t in candidates:

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from ragtune.quality import degeneracy
+
 
 _CJK = "\u4e00-\u9fff\u3400-\u4dbf"
 _CJK_RUN = re.compile(rf"[{_CJK}]+")
@@ -134,18 +136,6 @@ def split_answer(answer: str) -> tuple[str, list[tuple[int, str]], list[int]]:
     return claim, quotes, list(dict.fromkeys(cited))
 
 
-def is_degenerate(text: str) -> bool:
-    """Loops and marker-only replies: a 3-gram repeated so that it fills most of the text."""
-    words = _WORD.findall(text) + _CJK_RUN.findall(text) or text.split()
-    if _MARKER.sub("", text).strip(" .,;:\n") == "" and _MARKER.search(text):
-        return True
-    if len(words) < 9:
-        return False
-    grams = Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
-    top, count = grams.most_common(1)[0]
-    return count >= 4 and count * 3 >= 0.5 * len(words)
-
-
 @dataclass
 class Grounding:
     """The verdict on one answer, as `/ask` and the `/v1` `ragtune` field return it."""
@@ -233,8 +223,9 @@ def check(question: str, answer: str, passages: Sequence[tuple[int, str]],
     if bad:
         return Grounding(False, reason=f"cites [{bad[0]}], which is not a retrieved passage",
                          cited=cited)
-    if not claim or is_degenerate(answer):
-        return Grounding(False, reason="the answer is empty or degenerate", cited=cited)
+    kind = degeneracy(answer) or ("empty" if not claim else None)
+    if kind:
+        return Grounding(False, reason=f"the answer is degenerate ({kind})", cited=cited)
     for n, quote in quotes:
         if _coverage(quote, by_n[n]) < cfg.quote_coverage:
             return Grounding(False, reason=f"the quote is not in passage [{n}]", cited=cited)

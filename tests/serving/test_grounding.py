@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.grounding import answerability, check, extract, is_degenerate, sentences
+from serving.grounding import answerability, check, extract, sentences
 
 LEAVE = [(1, "Full-time employees receive 27 days of paid annual leave per year, plus public "
              "holidays. Part-time staff receive a pro-rata amount."),
@@ -96,12 +96,6 @@ def test_a_table_row_is_a_unit_with_its_header():
 def test_empty_marker_only_and_looping_answers_fail(answer):
     verdict = check(QUESTION, answer, LEAVE)
     assert not verdict.supported and verdict.reason
-
-
-def test_degenerate_detector():
-    assert is_degenerate("[4] [4] [4] [4]")
-    assert is_degenerate(" ".join(["annual leave is"] * 6))
-    assert not is_degenerate("Full-time employees receive 27 days of paid annual leave per year.")
 
 
 def test_no_passages_and_other_language_passages_have_a_defined_verdict():
