@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -166,3 +166,20 @@ def params_for(model: str, max_new_tokens: int | None, temperature: float | None
     temp = float(temperature or 0.0)
     return Params(model, max_new_tokens, 0.0 if temp < GREEDY_BELOW else temp, top_p,
                   list(stop or []), seed)
+
+
+def route_access(app: Any) -> list[tuple[str, str, list[Role | None]]]:
+    """(method, path, declared roles) of every API route of `app`, routers included (FastAPI
+    >= 0.16x keeps included routers as one entry; older ones flatten them into APIRoutes)."""
+    from fastapi.routing import APIRoute
+
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes holds the APIRoutes themselves
+        contexts = [r for r in app.routes if isinstance(r, APIRoute)]
+    else:
+        contexts = [c for c in iter_route_contexts(app.routes)
+                    if isinstance(c.original_route, APIRoute)]
+    return [(method, c.path, [d.call.role for d in c.dependant.dependencies
+                              if isinstance(d.call, RequireRole)])
+            for c in contexts for method in sorted(c.methods)]
