@@ -12,8 +12,9 @@ from typing import Any
 import gradio as gr
 
 from ragtune.errors import RagtuneError
-from ui.runs import (KNOBS, RunManager, command_line, config_files, dataset_names,
-                     finetune_argv, knobs_from, list_runs, loss_rows, run_log, tail, validate)
+from ui.runs import (KNOBS, RunManager, check_board_paths, check_config_file, command_line, config_files,
+                     dataset_names, finetune_argv, knobs_from, list_runs, loss_rows, run_log,
+                     tail, validate)
 
 RUN_COLUMNS = ["name", "status", "stage", "step", "max_steps", "loss", "eval_loss",
                "tokens_per_s", "updated"]
@@ -61,6 +62,15 @@ class Board:
         path = _config_path(choice)
         return path if path is None or path.is_absolute() else self.root / path
 
+    def _validate(self, choice: str | None, knobs: dict[str, Any]) -> Any:
+        """The run's config, its files only from the allowed folders (else ConfigError)."""
+        path = self._file(choice)
+        if path is not None:
+            check_config_file(path, self.workspace, self.root)
+        cfg = validate(path, knobs)
+        check_board_paths(cfg, path, self.workspace, self.root)
+        return cfg
+
     def initial(self, choice: str | None) -> tuple[dict[str, Any], str]:
         """(knob values, problem) of a config file, the defaults when it cannot be read."""
         try:
@@ -84,7 +94,7 @@ class Board:
         knobs = dict(zip(KNOBS, values, strict=True))
         try:
             argv = finetune_argv(_config_path(choice), knobs, self.workspace)
-            validate(self._file(choice), knobs)
+            self._validate(choice, knobs)
         except RagtuneError as err:
             return "", f"⚠️ {err}"
         return command_line(argv, wrap=True), ""
@@ -100,7 +110,7 @@ class Board:
         """Validate, then start the run; the selected run becomes the new one."""
         knobs = dict(zip(KNOBS, values, strict=True))
         try:
-            cfg = validate(self._file(choice), knobs)
+            cfg = self._validate(choice, knobs)
             started = self.manager.start(cfg.name, finetune_argv(_config_path(choice), knobs,
                                                                  self.workspace))
         except RagtuneError as err:
