@@ -201,6 +201,18 @@ class Workspace:
         return self.root / "cache"
 
 
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`; False for 0.0.0.0, :: and any other host."""
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def apply_torch_threads(settings: Settings) -> None:
     """Set torch's intra-op thread count from `torch_threads` (0 leaves torch's default)."""
     if settings.torch_threads:

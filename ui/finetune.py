@@ -6,6 +6,7 @@ follow the loss curve, the log tail and the list of runs. Runs locally, not thro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,11 @@ def _empty_loss() -> Any:
 class Board:
     """The board's handlers, bound to one workspace and one RunManager."""
 
-    def __init__(self, workspace: Path, root: Path) -> None:
+    def __init__(self, workspace: Path, root: Path,
+                 guard: Callable[[], None] | None = None) -> None:
         self.workspace, self.root = Path(workspace), Path(root)
         self.manager = RunManager(self.workspace, cwd=self.root)
+        self.guard = guard or (lambda: None)  # raises RagtuneError for a non-admin visitor
 
     def _under_root(self, value: str | Path | None, default: Path) -> Path:
         path = Path(value) if value else default
@@ -93,6 +96,7 @@ class Board:
         """(command line, problem): the exact command, or why it would be refused."""
         knobs = dict(zip(KNOBS, values, strict=True))
         try:
+            self.guard()
             argv = finetune_argv(_config_path(choice), knobs, self.workspace)
             self._validate(choice, knobs)
         except RagtuneError as err:
@@ -110,6 +114,7 @@ class Board:
         """Validate, then start the run; the selected run becomes the new one."""
         knobs = dict(zip(KNOBS, values, strict=True))
         try:
+            self.guard()
             cfg = self._validate(choice, knobs)
             started = self.manager.start(cfg.name, finetune_argv(_config_path(choice), knobs,
                                                                  self.workspace))
@@ -125,6 +130,7 @@ class Board:
         if not name:
             return "Pick a run to stop."
         try:
+            self.guard()
             return "⏹ " + self.manager.stop(name)
         except RagtuneError as err:
             return f"⚠️ {err}"
@@ -147,6 +153,10 @@ class Board:
         """(loss plot, log tail, runs table, run choices) for the selected run."""
         import pandas as pd
 
+        try:
+            self.guard()
+        except RagtuneError as err:
+            return _empty_loss(), f"⚠️ {err}", gr.update(), gr.update()
         names = sorted(set(self._run_names()) | set(self.manager.running()))
         choices = gr.update(choices=names)
         if not name:
@@ -162,9 +172,11 @@ class Board:
         return plot, text, self.runs_table(), choices
 
 
-def build_finetune_tab(workspace: Path, root: Path) -> FinetuneTab:
-    """The Fine-tune tab's layout and events (inside an open `gr.Tab`)."""
-    board = Board(workspace, root)
+def build_finetune_tab(workspace: Path, root: Path,
+                       guard: Callable[[], None] | None = None) -> FinetuneTab:
+    """The Fine-tune tab's layout and events (inside an open `gr.Tab`); `guard` refuses
+    visitors without the admin role."""
+    board = Board(workspace, root, guard)
     configs = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
                for p in config_files(root)]
     first, problem = board.initial(configs[0] if configs else None)

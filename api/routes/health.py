@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from api.deps import ServicesDep, public
-from api.schemas import error_responses
+from api.deps import ServicesDep, public, require_ask
+from api.schemas import AUTH_ERRORS, error_responses
 
-router = APIRouter(tags=["service"], dependencies=[Depends(public)])
+router = APIRouter(tags=["service"])
 
 
-@router.get("/health", responses=error_responses(503))
+@router.get("/health", dependencies=[Depends(public)], responses=error_responses(503))
 def health(services: ServicesDep) -> dict[str, Any]:
     """Report that the service is up, with its backend, models and whether an index is loaded."""
     engine = services.generator
@@ -21,3 +21,11 @@ def health(services: ServicesDep) -> dict[str, Any]:
             "queued": getattr(engine, "queued", 0),
             "finished": dict(getattr(engine, "finished", {})),
             "auth": services.api.auth_enabled}
+
+
+@router.get("/auth/whoami", responses=error_responses(*AUTH_ERRORS, 503))
+def whoami(services: ServicesDep,
+           role: Annotated[str | None, Depends(require_ask)]) -> dict[str, Any]:
+    """The role of the key sent (`ask` or `admin`), for clients such as the UI's login; a
+    server without keys answers `admin` with `auth: false`."""
+    return {"role": role or "admin", "auth": services.api.auth_enabled}

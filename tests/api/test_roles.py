@@ -21,6 +21,7 @@ ASK_KEY, ADMIN_KEY, LEGACY_KEY = "ask-key-1", "admin-key-2", "legacy-admin-3"
 # Every route of the app and the role it needs (None: public). A new route must be added here.
 ROLES: dict[tuple[str, str], str | None] = {
     ("GET", "/health"): None,
+    ("GET", "/auth/whoami"): "ask",
     ("POST", "/ask"): "ask",
     ("GET", "/generate"): "ask",
     ("GET", "/v1/models"): "ask",
