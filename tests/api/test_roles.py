@@ -152,3 +152,17 @@ def test_tiny_temperature_on_a_real_model(tmp_path, tiny_llama_dir) -> None:
         assert a.status_code == 200, a.text
         assert a.json().get("answer", a.json().get("generated_text")) == \
             b.json().get("answer", b.json().get("generated_text"))
+
+
+def test_cors_preflight_allows_the_methods_the_api_uses(tmp_path) -> None:
+    app = keyed_app(tmp_path, cors_origins=["https://app.example.com"])
+    with serving(app) as url:
+        for method in ("GET", "POST", "DELETE"):
+            response = httpx.options(f"{url}/documents/abc", headers={
+                "Origin": "https://app.example.com", "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "Authorization"})
+            assert response.status_code == 200, (method, response.text)
+            assert method in response.headers["access-control-allow-methods"]
+        other = httpx.options(f"{url}/ask", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
