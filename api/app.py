@@ -31,7 +31,53 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Answers questions from your documents (`/ask`, with [n] citations and their
 sources), an OpenAI-compatible chat API over the base model and every tuned adapter
 (`/v1/chat/completions`, `/v1/models`) and the plain `/generate?prompt=`. When the server has
-an API key, send `Authorization: Bearer <key>` (use *Authorize* here); `/health` needs none."""
+API keys, send `Authorization: Bearer <key>` (use *Authorize* here): an `ask` key may ask,
+chat, list models and give feedback on answers; an `admin` key may also manage documents and
+read the feedback statistics. `/health` and these docs need none."""
+
+# (schema component, property) -> the ApiConfig limit that bounds it in the OpenAPI document.
+_LIMITS = {("AskRequest", "question"): ("maxLength", "max_question_chars"),
+           ("AskRequest", "top_k"): ("maximum", "max_top_k"),
+           ("AskRequest", "max_new_tokens"): ("maximum", "max_new_tokens_limit"),
+           ("ChatCompletionRequest", "top_k"): ("maximum", "max_top_k"),
+           ("ChatCompletionRequest", "max_tokens"): ("maximum", "max_new_tokens_limit"),
+           ("ChatCompletionRequest", "max_completion_tokens"): ("maximum", "max_new_tokens_limit"),
+           ("RagtuneOptions", "top_k"): ("maximum", "max_top_k"),
+           ("FeedbackRequest", "comment"): ("maxLength", "max_question_chars")}
+_QUERY_LIMITS = {("/generate", "prompt"): ("maxLength", "max_question_chars"),
+                 ("/generate", "max_new_tokens"): ("maximum", "max_new_tokens_limit")}
+
+
+def _bound(schema: dict, keyword: str, value: int) -> None:
+    """Put `keyword: value` on a property schema (on its non-null branch when it is optional)."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    for target in branches or [schema]:
+        target[keyword] = value
+
+
+def install_limits_in_openapi(app: FastAPI, api: ApiConfig) -> None:
+    """The OpenAPI document carries the configured limits (question length, max_new_tokens,
+    top_k) as maxLength/maximum, so generated clients and fuzzers know them; the routes check
+    the same limits (api.deps) because they follow the settings, not static Field bounds."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        components = schema.get("components", {}).get("schemas", {})
+        for (model, prop), (keyword, limit) in _LIMITS.items():
+            target = components.get(model, {}).get("properties", {}).get(prop)
+            if target is not None:
+                _bound(target, keyword, getattr(api, limit))
+        for (path, name), (keyword, limit) in _QUERY_LIMITS.items():
+            for param in schema["paths"].get(path, {}).get("get", {}).get("parameters", []):
+                if param["name"] == name:
+                    _bound(param["schema"], keyword, getattr(api, limit))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class BodyLimit:
@@ -115,6 +161,7 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
     for router in (health.router, ask.router, openai.router, documents.router):
         app.include_router(router)
     feedback.install(app, settings)  # the /feedback routes + persisting every answer
+    install_limits_in_openapi(app, api)
     # Uploads are capped per file by the documents route (max_file_mb); allow a few files.
     upload_limit = max(api.max_body_bytes, int(settings.max_file_mb * 2**20 * 4))
     app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes,
@@ -122,6 +169,6 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
     if api.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=api.cors_origins,
                            allow_credentials=api.cors_credentials,
-                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"])
     return app

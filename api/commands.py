@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def serve(model: str | None = None, host: str | None = None, port: int | None = 
         host: interface to listen on (default: settings `host`, 127.0.0.1).
         port: port to listen on (default: settings `port`, 8000; 0 picks a free one).
         workspace: workspace directory holding the index and the runs.
-        api_key: require `Authorization: Bearer <key>` on every route but /health.
+        api_key: an admin key: require `Authorization: Bearer <key>` on every route but
+            /health and the docs (keys with roles: settings `api_keys`, RAGTUNE_API_KEYS).
         chat_rag: retrieve passages for /v1/chat/completions by default (for OpenAI clients
             that cannot send the `ragtune` extension field, e.g. Spring AI, langchain4j).
         log_level: uvicorn log level (debug, info, warning, error).
@@ -86,6 +88,10 @@ def serve(model: str | None = None, host: str | None = None, port: int | None = 
     log_file = setup_logging(settings.paths.logs_dir, "serve")
     api = ApiConfig.from_settings(settings, default_model=default_model, chat_rag_default=chat_rag)
     app = create_app(settings, api_config=api, extra_adapters=extra)
+    warning = exposure_warning(settings.host, api.auth_enabled)
+    if warning:
+        logging.getLogger(__name__).warning(warning)
+        print(f"\n{'!' * 78}\n{warning}\n{'!' * 78}\n", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, log_level))
     print(f"loading models (log: {log_file}) ...", flush=True)
     try:
@@ -95,6 +101,18 @@ def serve(model: str | None = None, host: str | None = None, port: int | None = 
                            f"(port in use, or the models failed to load: see {log_file})"
                            ) from exc
     return 0
+
+
+OPEN_WARNING = ("WARNING: ragtune listens on {host}, beyond loopback, WITHOUT API keys: anyone "
+                "who can reach it may ask, ingest and delete documents and read the feedback. "
+                "Set RAGTUNE_API_KEYS (e.g. 'KEY1:ask,KEY2:admin') or --host 127.0.0.1.")
+
+
+def exposure_warning(host: str, auth_enabled: bool) -> str | None:
+    """The loud warning for a server beyond loopback without keys (None when it is fine)."""
+    from ragtune.settings import is_loopback
+
+    return None if auth_enabled or is_loopback(host) else OPEN_WARNING.format(host=host)
 
 
 async def _serve_and_announce(server: Any, host: str) -> None:

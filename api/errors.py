@@ -15,7 +15,8 @@ from ragtune.errors import BusyError, RagtuneError
 
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+          403: "permission_error", 404: "not_found_error",
           409: "conflict_error", 413: "request_too_large", 422: "invalid_request_error",
           429: "rate_limit_error", 502: "upstream_error", 503: "overloaded_error",
           504: "timeout_error"}

@@ -151,5 +151,35 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    message: str = Field(description="What went wrong, for people (names the field or role).")
+    type: str = Field(description='OpenAI-style kind, e.g. "authentication_error".')
+    code: str = Field(description="The error class, or the HTTP status as text.")
+    details: list[dict[str, Any]] | None = Field(None, description="Validation problems (422).")
+
+
 class ErrorBody(BaseModel):
-    error: dict[str, Any]
+    """Every error answer: `{"error": {"message", "type", "code"}}` (the OpenAI shape)."""
+
+    error: ErrorDetail
+
+
+_ERROR_TEXT = {400: "Bad request (e.g. generation failed on these parameters)",
+               401: "Missing or wrong API key", 403: "The key lacks the role, or the path is "
+               "outside the allowed folders", 404: "Unknown model, answer or document",
+               409: "Conflict (e.g. an upload with the name of a different file)",
+               413: "Body or text beyond the configured limit",
+               422: "Invalid request (fields and limits)",
+               503: "Loading, or the queue is full (see Retry-After)",
+               504: "The answer took longer than request_timeout_s"}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route returns, each with `ErrorBody`."""
+    return {code: {"model": ErrorBody, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+AUTH_ERRORS = (401, 403)
+GENERATION_ERRORS = (400, 401, 403, 404, 413, 422, 503, 504)

@@ -5,6 +5,9 @@ folders recurse in sorted name order; hidden entries (".name") and Office lock f
 are skipped, as are unsupported extensions; symlinks are followed, but a link back into its own ancestry or a
 self-referencing link is reported as "symlink loop"; a missing path is a failure; the same real file is never
 returned twice (the first path that reaches it wins). Paths are returned as reached, not resolved.
+With `within` (the server's document roots), a link under a folder whose target lies outside every one
+of those folders is not followed and is reported as "symlink leaves the allowed folders", so a link to
+/etc inside an upload folder cannot get /etc/passwd indexed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".json", ".jsonl", ".csv"}
 )
 SYMLINK_LOOP = "symlink loop"
+LEAVES_ROOT = "symlink leaves the allowed folders"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,15 @@ class _Walk:
     failures: list[FileFailure] = field(default_factory=list)
     seen_files: set[str] = field(default_factory=set)
     seen_dirs: set[str] = field(default_factory=set)
+    within: tuple[str, ...] = ()  # real paths of the only folders the walk may enter
+
+    def outside(self, path: Path) -> bool:
+        """True when confined and the real path of `path` is under none of `within`."""
+        if not self.within:
+            return False
+        real = os.path.realpath(path)
+        return not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+                       for root in self.within)
 
     def fail(self, path: Path, reason: str) -> None:
         """Record a failure once per path."""
@@ -99,24 +112,30 @@ def _walk_dir(directory: Path, walk: _Walk, ancestors: tuple[str, ...]) -> None:
         problem = _stat_failure(child)
         if problem == SYMLINK_LOOP or (problem and is_supported(child)):
             walk.fail(child, problem)
+        elif problem is None and walk.outside(child):
+            walk.fail(child, LEAVES_ROOT)
         elif problem is None and child.is_dir():
             _walk_dir(child, walk, ancestors + (real,))
         elif problem is None and child.is_file() and is_supported(child):
             walk.add_file(child)
 
 
-def discover(paths: Sequence[Path], *, exclude: Sequence[Path] = ()) -> tuple[list[Path], list[FileFailure]]:
+def discover(paths: Sequence[Path], *, exclude: Sequence[Path] = (),
+             within: Sequence[Path | str] = ()) -> tuple[list[Path], list[FileFailure]]:
     """Expand files and folders into a deterministic, duplicate-free list of supported files plus failures.
 
-    `exclude` names folders never to enter (e.g. the workspace, so `ingest .` does not index its own output).
+    `exclude` names folders never to enter (e.g. the workspace, so `ingest .` does not index its own output);
+    `within` confines the walk (and the paths named) to those folders, symlinks resolved.
     """
-    walk = _Walk()
+    walk = _Walk(within=tuple(os.path.realpath(p) for p in within))
     walk.seen_dirs.update(os.path.realpath(p) for p in exclude)
     for raw in paths:
         path = Path(raw)
         problem = _stat_failure(path)
         if problem:
             walk.fail(path, problem)
+        elif walk.outside(path):
+            walk.fail(path, LEAVES_ROOT)
         elif path.is_dir():
             _walk_dir(path, walk, ())
         elif not path.is_file():

@@ -53,6 +53,7 @@ class IngestConfig:
     keep_missing: bool = False
     batch_size: int = 64
     max_file_mb: float = 50.0
+    within: tuple[str, ...] = ()  # confine discovery (symlinks included) to these folders
 
     def __post_init__(self) -> None:
         """Check the values early, naming the flag and the bad value."""
@@ -174,7 +175,7 @@ class IngestRun:
 
     def run(self) -> IngestReport:
         started = time.perf_counter()
-        files, failures = discover(self.cfg.paths)
+        files, failures = discover(self.cfg.paths, within=self.cfg.within)
         for failure in failures:
             self._fail(Path(failure.path), failure.reason, only_known=True)
         to_remove = self._missing_documents(files, failures)

@@ -10,17 +10,50 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
-                               YamlConfigSettingsSource)
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSource,
+                               SettingsConfigDict, YamlConfigSettingsSource)
 
 from ragtune.errors import ConfigError
 
 EMBEDDED_GENERATOR = "embedded:smollm2-135m"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 GPU_GENERATOR = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+
+
+Role = Literal["ask", "admin"]
+ROLES: tuple[Role, ...] = ("ask", "admin")
+
+
+class ApiKey(BaseModel):
+    """One API key and its role: `ask` (questions, chat, models, feedback on answers) or
+    `admin` (everything, including documents, ingest, runs and the feedback statistics)."""
+
+    key: SecretStr = Field(min_length=1)
+    role: Role = "ask"
+
+
+def parse_api_keys(value: Any) -> Any:
+    """`api_keys` from the environment's `key1:ask,key2:admin`, a YAML mapping `{key: role}` or
+    a list of `{key, role}` (a key without a role is an `ask` key)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, dict):
+        return [{"key": k, "role": v} for k, v in value.items()]
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            if isinstance(item, str):
+                key, _, role = item.rpartition(":") if ":" in item else (item, "", "ask")
+                if role not in ROLES:  # a key that itself holds ':' and no role
+                    key, role = item, "ask"
+                items.append({"key": key, "role": role})
+            else:
+                items.append(item)
+        return items
+    return value
 
 
 def _yaml_file() -> Path | None:
@@ -52,7 +85,12 @@ class Settings(BaseSettings):
     # Serving.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = None  # a single admin key (kept for older configs)
+    # Keys with roles; env RAGTUNE_API_KEYS="key1:ask,key2:admin".
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    # Folders that POST /documents/ingest may read (default: <workspace>/uploads only).
+    documents_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    max_upload_files: int = Field(20, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
     generator_backend: Literal["transformers", "openai"] = "transformers"
     upstream_base_url: str | None = None
@@ -80,6 +118,25 @@ class Settings(BaseSettings):
     # Identity used in SFT identity pairs and the default system prompt.
     assistant_name: str = "ragtune"
     organisation: str = "ragtune"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        return parse_api_keys(v)
+
+    @field_validator("documents_roots", mode="before")
+    @classmethod
+    def _roots(cls, v: Any) -> Any:
+        """The environment's `RAGTUNE_DOCUMENTS_ROOTS` is a list separated by os.pathsep."""
+        if isinstance(v, str):
+            return [part for part in v.split(os.pathsep) if part.strip()]
+        return v
+
+    @property
+    def document_roots(self) -> list[Path]:
+        """The folders documents may be ingested from (absolute; default <workspace>/uploads)."""
+        roots = self.documents_roots or [self.paths.uploads_dir]
+        return [Path(r).expanduser().absolute() for r in roots]
 
     @field_validator("chunk_overlap")
     @classmethod
@@ -118,6 +175,10 @@ class Workspace:
         return self.root / "index"
 
     @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    @property
     def datasets_dir(self) -> Path:
         return self.root / "datasets"
 
@@ -144,6 +205,18 @@ class Workspace:
     @property
     def cache_dir(self) -> Path:
         return self.root / "cache"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`; False for 0.0.0.0, :: and any other host."""
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def apply_torch_threads(settings: Settings) -> None:

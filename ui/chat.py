@@ -166,8 +166,9 @@ def compare_fn(client: ApiClient) -> Callable[..., Iterator[tuple[Any, ...]]]:
         yield panes()
         jobs = [(key, tuned if is_tuned else "base", rag) for key, _, is_tuned, rag in PANES
                 if key not in errors]
+        visitor = client.bound()  # the pool's threads do not see the visitor's request
         with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
-            futures = {pool.submit(client.ask, question, use_rag=rag, top_k=int(top_k),
+            futures = {pool.submit(visitor.ask, question, use_rag=rag, top_k=int(top_k),
                                    model=model, max_new_tokens=int(max_new_tokens)): key
                        for key, model, rag in jobs}
             for future in as_completed(futures):

@@ -5,8 +5,9 @@ error message when it sent one; otherwise what went wrong and what to check), ne
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,28 @@ def error_message(response: httpx.Response) -> str:
 
 
 class ApiClient:
-    """A small synchronous client; one instance per UI, safe to share between threads."""
+    """A small synchronous client; one instance per UI, safe to share between threads.
+
+    The Bearer key is `api_key`, or, with `key_source`, whatever it returns at each call: the
+    UI passes the logged-in visitor's key that way, so it never uses a key of its own."""
 
     def __init__(self, base_url: str, api_key: str | None = None,
-                 timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> None:
+                 timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+                 key_source: Callable[[], str | None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
-                                  trust_env=False)
+        self._key, self._key_source = api_key, key_source
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+
+    def _auth(self) -> dict[str, str]:
+        key = self._key_source() if self._key_source is not None else self._key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def bound(self) -> ApiClient:
+        """This client with the current key fixed (for worker threads, which do not see the
+        visitor of the request that started them); shares the connection pool."""
+        view = copy.copy(self)
+        view._key, view._key_source = self._auth().get("Authorization", "")[7:] or None, None
+        return view
 
     def close(self) -> None:
         self._http.close()
@@ -80,7 +95,7 @@ class ApiClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request; the decoded JSON body, or ApiError with the API's message."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path, headers=self._auth(), **kwargs)
         except httpx.HTTPError as err:
             raise self._unreachable(err) from None
         if response.status_code >= 400:
@@ -94,6 +109,10 @@ class ApiClient:
     # ------------------------------------------------------------------ service
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/health")
+
+    def whoami(self) -> dict[str, Any]:
+        """`GET /auth/whoami`: {"role": "ask"|"admin", "auth": bool} for this client's key."""
+        return self.request("GET", "/auth/whoami")
 
     def models(self) -> list[str]:
         """Model names the API serves: "base" first, then every tuned adapter."""
@@ -123,7 +142,7 @@ class ApiClient:
         """
         body = self.ask_body(question, stream=True, **options)
         try:
-            with self._http.stream("POST", "/ask", json=body) as response:
+            with self._http.stream("POST", "/ask", json=body, headers=self._auth()) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ApiError(error_message(response), response.status_code)

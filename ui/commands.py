@@ -13,8 +13,10 @@ def ui(host: str | None = None, port: int | None = None, api_url: str | None = N
     each answer), Compare (base, base+RAG, tuned, tuned+RAG side by side), Documents (upload
     or ingest a folder, list, remove), Fine-tune (configs, knobs, the command line, start/stop,
     loss curve, log) and Eval (the latest `ragtune eval` table and chart). The UI talks to the
-    API at --api_url (settings `api_url`, with `api_key` as its Bearer token); --with_api
-    starts the API in the same process first, so one command gives both.
+    API at --api_url (settings `api_url`); when the API has keys, each visitor signs in with
+    their own key (an `ask` key sees Chat and Compare, an `admin` key everything) and the UI
+    sends that key, never one of its own. Without keys the UI refuses a non-loopback --host
+    and --share. --with_api starts the API in the same process first.
 
     Args:
         host: interface for the UI (and the API with --with_api); default: settings `host`.
@@ -26,17 +28,22 @@ def ui(host: str | None = None, port: int | None = None, api_url: str | None = N
     """
     from ragtune.logs import setup_logging
     from ragtune.settings import load_settings
+    from ui.auth import check_exposure
     from ui.serving import free_port
 
     settings = load_settings(workspace=workspace, host=host, ui_port=port, api_url=api_url)
     log_file = setup_logging(settings.paths.logs_dir, "ui")
     api = None
     if with_api:
+        keys = bool(settings.api_key or settings.api_keys)
+        check_exposure(settings.host, share, keys)  # before the API listens there too
         api = _start_api(settings, log_file)
         settings = load_settings(workspace=workspace, host=host, ui_port=port, api_url=api.url)
+    else:
+        keys = _api_has_keys(settings)
     ui_port = settings.ui_port or free_port(settings.host)
     try:
-        _launch(settings, ui_port, share)
+        _launch(settings, ui_port, share, keys)
     finally:
         if api is not None:
             api.stop()
@@ -61,12 +68,35 @@ def _start_api(settings, log_file: Path):
     return api
 
 
-def _launch(settings, port: int, share: bool) -> None:
-    """Build and serve the UI until interrupted (Gradio prints the URL)."""
-    from ui.app import build_ui, launch_options
+def _api_has_keys(settings) -> bool:
+    """Whether the API asks for keys (its /health); an API that cannot be reached counts as
+    keyless, so the UI is not published beyond loopback without a login."""
+    from ui.auth import api_has_keys
+    from ui.client import ApiClient, ApiError
 
-    demo = build_ui(settings)
+    probe = ApiClient(settings.api_url)
+    try:
+        return api_has_keys(probe)
+    except ApiError as err:
+        print(f"warning: {err}", flush=True)
+        return False
+    finally:
+        probe.close()
+
+
+def _launch(settings, port: int, share: bool, keys: bool) -> None:
+    """Build and serve the UI until interrupted (Gradio prints the URL). With an API that has
+    keys, visitors sign in with their own key; without, only loopback and no share link."""
+    from ui.app import build_ui, launch_options
+    from ui.auth import LOGIN_MESSAGE, Visitors, check_exposure
+
+    check_exposure(settings.host, share, keys)
+    visitors = Visitors(settings.api_url) if keys else None
+    demo = build_ui(settings, visitors=visitors)
     demo.queue(default_concurrency_limit=8)
-    print(f"UI talks to the API at {settings.api_url}", flush=True)
+    print(f"UI talks to the API at {settings.api_url}"
+          + (" (visitors sign in with their API key)" if keys else ""), flush=True)
     demo.launch(server_name=settings.host, server_port=port, share=share, ssr_mode=False,
-                show_error=False, footer_links=["api", "settings"], **launch_options())
+                show_error=False, footer_links=["api", "settings"],
+                auth=visitors.login if visitors else None, auth_message=LOGIN_MESSAGE,
+                **launch_options())

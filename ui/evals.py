@@ -5,11 +5,14 @@ the chart, when there is one."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
+from ragtune.errors import RagtuneError
 
 ANSWER_COLUMNS = ["config", "model", "rag", "n", "correct", "wrong_unflagged",
                   "refusal_unanswerable", "refusal_answerable", "supported", "extracted",
@@ -57,8 +60,14 @@ def read_eval(folder: Path) -> dict[str, Any]:
             "chart": chart if chart.is_file() else None}
 
 
-def refresh_fn(evals_dir: Path):
+def refresh_fn(evals_dir: Path, guard: Callable[[], None] | None = None):
+    """The refresh handler; `guard` raises RagtuneError for a visitor without admin role."""
+
     def refresh() -> tuple[Any, Any, Any, Any]:
+        try:
+            (guard or (lambda: None))()
+        except RagtuneError as err:
+            return f"⚠️ {err}", None, None, None
         folder = latest_eval(evals_dir)
         if folder is None:
             return NO_EVAL, None, None, None
@@ -77,7 +86,7 @@ def refresh_fn(evals_dir: Path):
     return refresh
 
 
-def build_eval_tab(evals_dir: Path) -> EvalTab:
+def build_eval_tab(evals_dir: Path, guard: Callable[[], None] | None = None) -> EvalTab:
     """The Eval tab's layout and events (inside an open `gr.Tab`)."""
     with gr.Row():
         summary = gr.Markdown(NO_EVAL, elem_id="rt-eval-summary")
@@ -87,6 +96,6 @@ def build_eval_tab(evals_dir: Path) -> EvalTab:
     retrieval = gr.Dataframe(headers=RETRIEVAL_COLUMNS, label="Retrieval ablation",
                              interactive=False)
     chart = gr.Image(label="Chart", type="pil", interactive=False)
-    refresh.click(refresh_fn(evals_dir), None, [summary, answers, retrieval, chart],
+    refresh.click(refresh_fn(evals_dir, guard), None, [summary, answers, retrieval, chart],
                   api_name="eval")
     return EvalTab(summary, answers, retrieval, chart, refresh)

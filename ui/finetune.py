@@ -6,14 +6,16 @@ follow the loss curve, the log tail and the list of runs. Runs locally, not thro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from ragtune.errors import RagtuneError
-from ui.runs import (KNOBS, RunManager, command_line, config_files, dataset_names,
-                     finetune_argv, knobs_from, list_runs, loss_rows, run_log, tail, validate)
+from ui.runs import (KNOBS, RunManager, check_board_paths, check_config_file, command_line, config_files,
+                     dataset_names, finetune_argv, knobs_from, list_runs, loss_rows, run_log,
+                     tail, validate)
 
 RUN_COLUMNS = ["name", "status", "stage", "step", "max_steps", "loss", "eval_loss",
                "tokens_per_s", "updated"]
@@ -48,9 +50,11 @@ def _empty_loss() -> Any:
 class Board:
     """The board's handlers, bound to one workspace and one RunManager."""
 
-    def __init__(self, workspace: Path, root: Path) -> None:
+    def __init__(self, workspace: Path, root: Path,
+                 guard: Callable[[], None] | None = None) -> None:
         self.workspace, self.root = Path(workspace), Path(root)
         self.manager = RunManager(self.workspace, cwd=self.root)
+        self.guard = guard or (lambda: None)  # raises RagtuneError for a non-admin visitor
 
     def _under_root(self, value: str | Path | None, default: Path) -> Path:
         path = Path(value) if value else default
@@ -60,6 +64,15 @@ class Board:
         """The config file to read (a relative choice is under the root)."""
         path = _config_path(choice)
         return path if path is None or path.is_absolute() else self.root / path
+
+    def _validate(self, choice: str | None, knobs: dict[str, Any]) -> Any:
+        """The run's config, its files only from the allowed folders (else ConfigError)."""
+        path = self._file(choice)
+        if path is not None:
+            check_config_file(path, self.workspace, self.root)
+        cfg = validate(path, knobs)
+        check_board_paths(cfg, path, self.workspace, self.root)
+        return cfg
 
     def initial(self, choice: str | None) -> tuple[dict[str, Any], str]:
         """(knob values, problem) of a config file, the defaults when it cannot be read."""
@@ -83,8 +96,9 @@ class Board:
         """(command line, problem): the exact command, or why it would be refused."""
         knobs = dict(zip(KNOBS, values, strict=True))
         try:
+            self.guard()
             argv = finetune_argv(_config_path(choice), knobs, self.workspace)
-            validate(self._file(choice), knobs)
+            self._validate(choice, knobs)
         except RagtuneError as err:
             return "", f"⚠️ {err}"
         return command_line(argv, wrap=True), ""
@@ -100,7 +114,8 @@ class Board:
         """Validate, then start the run; the selected run becomes the new one."""
         knobs = dict(zip(KNOBS, values, strict=True))
         try:
-            cfg = validate(self._file(choice), knobs)
+            self.guard()
+            cfg = self._validate(choice, knobs)
             started = self.manager.start(cfg.name, finetune_argv(_config_path(choice), knobs,
                                                                  self.workspace))
         except RagtuneError as err:
@@ -115,6 +130,7 @@ class Board:
         if not name:
             return "Pick a run to stop."
         try:
+            self.guard()
             return "⏹ " + self.manager.stop(name)
         except RagtuneError as err:
             return f"⚠️ {err}"
@@ -137,6 +153,10 @@ class Board:
         """(loss plot, log tail, runs table, run choices) for the selected run."""
         import pandas as pd
 
+        try:
+            self.guard()
+        except RagtuneError as err:
+            return _empty_loss(), f"⚠️ {err}", gr.update(), gr.update()
         names = sorted(set(self._run_names()) | set(self.manager.running()))
         choices = gr.update(choices=names)
         if not name:
@@ -152,9 +172,11 @@ class Board:
         return plot, text, self.runs_table(), choices
 
 
-def build_finetune_tab(workspace: Path, root: Path) -> FinetuneTab:
-    """The Fine-tune tab's layout and events (inside an open `gr.Tab`)."""
-    board = Board(workspace, root)
+def build_finetune_tab(workspace: Path, root: Path,
+                       guard: Callable[[], None] | None = None) -> FinetuneTab:
+    """The Fine-tune tab's layout and events (inside an open `gr.Tab`); `guard` refuses
+    visitors without the admin role."""
+    board = Board(workspace, root, guard)
     configs = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
                for p in config_files(root)]
     first, problem = board.initial(configs[0] if configs else None)

@@ -77,6 +77,58 @@ def validate(config_file: Path | None, knobs: dict[str, Any]):
     return FinetuneConfig.from_dict(values)
 
 
+def allowed_folders(workspace: Path, root: Path) -> list[str]:
+    """The only folders the board takes configs and datasets from: the workspace and the
+    repository's `configs/` and `data/` (real paths, symlinks followed)."""
+    return [os.path.realpath(p) for p in (workspace, Path(root) / "configs", Path(root) / "data")]
+
+
+def _check_inside(field: str, raw: Any, path: Path, allowed: list[str]) -> None:
+    real = os.path.realpath(path)
+    if not any(real == a or real.startswith(a.rstrip(os.sep) + os.sep) for a in allowed):
+        raise ConfigError(field, str(raw), f"{real} is outside the folders the board may use "
+                          f"({', '.join(allowed)}); copy it into the workspace or data/")
+
+
+def check_config_file(config_file: Path, workspace: Path, root: Path) -> None:
+    """Refuse a config file outside `allowed_folders` before it is read (relative: at root)."""
+    path = Path(config_file)
+    _check_inside("config", config_file, path if path.is_absolute() else Path(root) / path,
+                  allowed_folders(workspace, root))
+
+
+def check_board_paths(cfg: Any, config_file: Path | None, workspace: Path, root: Path) -> None:
+    """Refuse (ConfigError naming the path) a config file, dataset folder, dataset file or a
+    registered dataset's `file_name` outside `allowed_folders`: a visitor of the UI must not
+    train on (and then serve) files from anywhere on the server. Relative paths are taken from
+    `root`, the training process's working directory, as the command would."""
+    from ragtune.datasets import read_dataset_info
+
+    root = Path(root)
+    allowed = allowed_folders(workspace, root)
+
+    def at_root(path: Path) -> Path:
+        return path if path.is_absolute() else root / path
+
+    if config_file is not None:
+        check_config_file(config_file, workspace, root)
+    dataset_dir = at_root(Path(cfg.dataset_dir)) if cfg.dataset_dir else \
+        Path(workspace) / "datasets"
+    _check_inside("dataset_dir", cfg.dataset_dir or dataset_dir, dataset_dir, allowed)
+    for field in ("dataset", "eval_dataset"):
+        for spec in [s.strip() for s in str(getattr(cfg, field) or "").split(",") if s.strip()]:
+            path = at_root(Path(spec))
+            if spec.endswith((".json", ".jsonl")) or "/" in spec or path.exists():
+                path = path if path.exists() else dataset_dir / spec
+                _check_inside(field, spec, path, allowed)
+            elif (dataset_dir / "dataset_info.json").is_file():
+                info = read_dataset_info(dataset_dir).get(spec)
+                if info is not None:
+                    file = Path(info.file_name)
+                    _check_inside(field, spec, file if file.is_absolute() else
+                                  dataset_dir / file, allowed)
+
+
 def _flag_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from serving.assistant import Params, Prompt
-from api.deps import ServicesDep, check_max_new_tokens, check_text, check_top_k, require_api_key
+from serving.assistant import Prompt
+from api.deps import (ServicesDep, check_max_new_tokens, check_text, check_top_k, params_for,
+                      require_ask)
 from api.errors import error_payload
-from api.schemas import AskRequest, AskResponse, GenerateResponse
+from api.schemas import GENERATION_ERRORS, AskRequest, AskResponse, GenerateResponse, error_responses
 from api.streaming import SSEResponse, iterate_blocking, run_blocking, sse
 
-router = APIRouter(tags=["assistant"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["assistant"], dependencies=[Depends(require_ask)])
 
 _STREAM_DOC = {200: {"content": {"text/event-stream": {"example": (
     'event: sources\ndata: {"type": "sources", "id": "…", "sources": […]}\n\n'
@@ -24,14 +25,15 @@ _STREAM_DOC = {200: {"content": {"text/event-stream": {"example": (
     'event: done\ndata: {"type": "done", "id": "…", "answer": "…", "sources": […]}\n\n')}}}}
 
 
-@router.post("/ask", response_model=AskResponse, responses=_STREAM_DOC)
+@router.post("/ask", response_model=AskResponse,
+             responses={**_STREAM_DOC, **error_responses(*GENERATION_ERRORS)})
 async def ask(body: AskRequest, request: Request, services: ServicesDep) -> Any:
     """Answer a question from the documents, citing passages as [n] (SSE when stream=true)."""
     api = services.api
     check_text("question", body.question, api)
     check_top_k(body.top_k, api)
     check_max_new_tokens("max_new_tokens", body.max_new_tokens, api)
-    params = Params(services.model(body.model), body.max_new_tokens, body.temperature)
+    params = params_for(services.model(body.model), body.max_new_tokens, body.temperature)
     assistant = services.assistant
     prompt = await run_in_threadpool(assistant.prepare, body.question.strip(),
                                      use_rag=body.use_rag, top_k=body.top_k)
@@ -59,7 +61,8 @@ async def _ask_events(prompt: Prompt, events: Iterator[tuple[str, Any]],
         yield sse(error_payload(err), "error")
 
 
-@router.get("/generate", response_model=GenerateResponse)
+@router.get("/generate", response_model=GenerateResponse,
+            responses=error_responses(*GENERATION_ERRORS))
 async def generate(request: Request, services: ServicesDep,
                    prompt: str = Query(min_length=1, description="Text to continue / answer."),
                    max_new_tokens: int | None = Query(None, ge=1),
@@ -69,7 +72,7 @@ async def generate(request: Request, services: ServicesDep,
     api = services.api
     check_text("prompt", prompt, api)
     check_max_new_tokens("max_new_tokens", max_new_tokens, api)
-    params = Params(services.model(model), max_new_tokens, temperature)
+    params = params_for(services.model(model), max_new_tokens, temperature)
     assistant = services.assistant
     chat = [{"role": "user", "content": prompt}]
     prepared = assistant.prepare(prompt, use_rag=False, history=chat)

@@ -2,9 +2,11 @@
 
 The running server's index object is the one updated, so retrieval sees a change at once.
 Uploads are saved under `<workspace>/uploads/` with a sanitised file name (never a path that
-the client sent). `POST /documents/ingest` takes a path on the server; it must lie inside the
-server's working directory or its workspace (and must not contain the workspace), so a client
-cannot make the server read arbitrary files.
+the client sent); an upload never replaces a different file of the same name (409). `POST
+/documents/ingest` takes a path on the server; resolved with its symlinks, it must lie inside
+one of the `documents_roots` (default: `<workspace>/uploads` only), must not be or contain the
+workspace's index, and the folder walk does not follow a link out of the roots, so a client
+cannot make the server read arbitrary files. Every route needs an `admin` key.
 """
 
 from __future__ import annotations
@@ -21,22 +23,24 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PayloadTooLarge, Services, ServicesDep, require_api_key
+from api.deps import Forbidden, PayloadTooLarge, Services, ServicesDep, require_admin
+from api.schemas import AUTH_ERRORS, error_responses
 from ragtune.errors import InputError, NotFoundError, RagtuneError
 from ragtune.settings import Settings, load_settings
 
 router = APIRouter(prefix="/documents", tags=["documents"],
-                   dependencies=[Depends(require_api_key)])
+                   dependencies=[Depends(require_admin)],
+                   responses=error_responses(*AUTH_ERRORS, 409, 422, 503))
 
 UPLOADS = "uploads"
 MAX_NAME = 120
 _UNSAFE = re.compile(r"[^\w.\- ()\[\]+,]")
 
 
-class Forbidden(RagtuneError):
-    """A path outside the folders the server may read."""
+class UploadConflict(RagtuneError):
+    """An upload named like an uploaded file whose content differs."""
 
-    http_status = 403
+    http_status = 409
 
 
 class NotAnIndex(RagtuneError):
@@ -50,8 +54,9 @@ class IngestRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    path: str = Field(min_length=1, description="A file or folder on the server, inside its "
-                      "working directory or workspace.")
+    path: str = Field(min_length=1, max_length=4096, description="A file or folder on the "
+                      "server inside one of its documents_roots (a relative path is taken "
+                      "inside the first root).")
     keep_missing: bool = Field(False, description="Keep the chunks of files that disappeared "
                                "from the folder.")
 
@@ -143,32 +148,48 @@ def _ingest(services: Services, settings: Settings, lock: threading.Lock,
         cfg = IngestConfig(paths=paths, chunk_size=settings.chunk_size,
                            chunk_overlap=settings.chunk_overlap,
                            embedder=embedder_spec(index.embedder), keep_missing=keep_missing,
-                           max_file_mb=settings.max_file_mb)
+                           max_file_mb=settings.max_file_mb,
+                           within=tuple(str(r) for r in settings.document_roots))
         report = run_ingest(cfg, index, progress=False)
         return {"report": report.to_dict(), "summary": report.summary(),
                 **_listing(index, settings)}
 
 
 def _allowed_path(raw: str, settings: Settings) -> Path:
-    """`raw` resolved, when inside the working directory or the workspace (else Forbidden)."""
-    workspace = os.path.realpath(settings.paths.root)
-    roots = [os.path.realpath(os.getcwd()), workspace]
-    path = Path(raw).expanduser()
-    real = os.path.realpath(path if path.is_absolute() else Path(os.getcwd()) / path)
+    """`raw` resolved (symlinks followed) when it lies inside a document root and is not, nor
+    contains, the workspace's index; else Forbidden (403) or InputError (422) with the reason."""
+    if "\x00" in raw:
+        raise InputError(repr(raw), "a path cannot contain a NUL character", field="path")
+    if raw.startswith("~"):
+        raise InputError(raw, "`~` is not expanded on the server; give a path inside a "
+                         "document root", field="path")
+    roots = [os.path.realpath(r) for r in settings.document_roots]
+    index = os.path.realpath(settings.paths.index_dir)
+    path = Path(raw)
+    real = os.path.realpath(path if path.is_absolute() else Path(roots[0]) / path)
     if not any(_inside(real, root) for root in roots):
-        raise Forbidden(f"{raw!r} is outside the folders this server may read (its working "
-                        f"directory {roots[0]} and its workspace {workspace}); copy the "
-                        "documents there or upload them")
-    if _inside(workspace, real):
-        raise Forbidden(f"{raw!r} contains the workspace {workspace}; name the documents folder "
-                        "itself, so the index does not ingest its own outputs")
+        raise Forbidden(f"{raw!r} is outside the folders this server may read "
+                        f"(documents_roots: {', '.join(roots)}); copy the documents there "
+                        "or upload them")
+    if _inside(real, index) or _inside(index, real):
+        raise Forbidden(f"{raw!r} is or contains the workspace's index {index}; name the "
+                        "documents folder itself")
     if not os.path.exists(real):
         raise InputError(raw, "no such file or folder on the server")
     return Path(real)
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    def digest(path: Path) -> str:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    return a.stat().st_size == b.stat().st_size and digest(a) == digest(b)
+
+
 async def _save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
-    """Stream an upload to `folder/<safe name>` (via a temp file; replaced atomically)."""
+    """Stream an upload to `folder/<safe name>` via a temp file. The name is linked without
+    replacing anything: the same bytes again are a no-op, different bytes a 409 (UploadConflict)
+    saying so, so two uploads with one name never silently overwrite each other."""
     from ingest.discover import SUPPORTED_EXTENSIONS
 
     name = safe_filename(upload.filename)
@@ -176,7 +197,7 @@ async def _save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path
         raise InputError(upload.filename or name, "unsupported file type (supported: "
                          f"{' '.join(sorted(SUPPORTED_EXTENSIONS))})")
     target = folder / name
-    tmp = folder / f".{name}.part-{os.getpid()}-{threading.get_ident()}"
+    tmp = folder / f".{name}.part-{os.getpid()}-{threading.get_ident()}-{id(upload)}"
     written = 0
     try:
         with open(tmp, "wb") as handle:
@@ -186,7 +207,13 @@ async def _save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path
                     raise PayloadTooLarge(f"{upload.filename}: larger than {max_bytes} bytes "
                                           "(max_file_mb)")
                 handle.write(block)
-        os.replace(tmp, target)
+        try:
+            os.link(tmp, target)  # atomic, and never replaces an existing file
+        except FileExistsError:
+            if not _same_content(tmp, target):
+                raise UploadConflict(f"uploads/{name} already exists with different content; "
+                                     "rename the file, or remove the indexed one first "
+                                     "(DELETE /documents/{id})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -205,7 +232,7 @@ async def list_documents(request: Request, services: ServicesDep) -> dict[str, A
     return await run_in_threadpool(listing)
 
 
-@router.post("")
+@router.post("", responses=error_responses(413))
 async def upload_documents(request: Request, services: ServicesDep,
                            files: Annotated[list[UploadFile], File(description="Documents")]
                            ) -> dict[str, Any]:
@@ -213,6 +240,9 @@ async def upload_documents(request: Request, services: ServicesDep,
     settings = _settings(request)
     if not files:
         raise InputError("files", "upload at least one file")
+    if len(files) > settings.max_upload_files:
+        raise PayloadTooLarge(f"{len(files)} files in one upload; the limit is "
+                              f"{settings.max_upload_files} (max_upload_files)")
     folder = settings.paths.root / UPLOADS
     folder.mkdir(parents=True, exist_ok=True)
     max_bytes = int(settings.max_file_mb * 1024 * 1024)
@@ -222,17 +252,17 @@ async def upload_documents(request: Request, services: ServicesDep,
     return {"saved": [p.name for p in saved], **result}
 
 
-@router.post("/ingest")
+@router.post("/ingest", responses=error_responses(413))
 async def ingest_path(body: IngestRequest, request: Request,
                       services: ServicesDep) -> dict[str, Any]:
-    """Ingest a file or folder on the server (inside its working directory or workspace)."""
+    """Ingest a file or folder on the server (inside one of its documents_roots)."""
     settings = _settings(request)
     path = _allowed_path(body.path, settings)
     return await run_in_threadpool(_ingest, services, settings, _lock(request), [path],
                                    body.keep_missing)
 
 
-@router.delete("/{doc_id}")
+@router.delete("/{doc_id}", responses=error_responses(404))
 async def remove_document(doc_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     """Remove a document and its chunks from the index (an uploaded copy is deleted too)."""
     settings, lock = _settings(request), _lock(request)

@@ -15,12 +15,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import NotReady, Services, ServicesDep, check_text, require_api_key
+from api.deps import NotReady, Services, ServicesDep, check_text, require_admin, require_ask
+from api.schemas import AUTH_ERRORS, error_responses
 from feedback.store import FeedbackStore, StoredAnswer
 from ragtune.errors import NotFoundError
 from ragtune.settings import Settings
 
-router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["feedback"])
 
 
 class FeedbackRequest(BaseModel):
@@ -91,7 +92,9 @@ def _known(store: FeedbackStore, services: Services, answer_id: str) -> StoredAn
     return store.get_answer(answer_id)
 
 
-@router.post("/feedback", response_model=FeedbackResponse, response_model_exclude_none=True)
+@router.post("/feedback", response_model=FeedbackResponse, response_model_exclude_none=True,
+             dependencies=[Depends(require_ask)],
+             responses=error_responses(*AUTH_ERRORS, 404, 413, 422, 503))
 def post_feedback(body: FeedbackRequest, services: ServicesDep,
                   store: FeedbackStore = Depends(get_feedback_store)) -> dict[str, Any]:
     """Record a like/dislike on an answer, or which of two answers to a question is better."""
@@ -114,7 +117,8 @@ def post_feedback(body: FeedbackRequest, services: ServicesDep,
             "chosen_id": chosen_id, "rejected_id": rejected_id}
 
 
-@router.get("/feedback/stats")
+@router.get("/feedback/stats", dependencies=[Depends(require_admin)],
+            responses=error_responses(*AUTH_ERRORS, 503))
 def feedback_stats(store: FeedbackStore = Depends(get_feedback_store)) -> dict[str, Any]:
     """Counts of stored answers, likes, dislikes and choices, per model and base model."""
     stats = store.stats()

@@ -19,18 +19,19 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.assistant import Params, Prompt
 from api.deps import (LimitError, Services, ServicesDep, check_max_new_tokens, check_text,
-                      check_top_k, require_api_key)
+                      check_top_k, params_for, require_ask)
 from api.errors import error_payload
 from serving.history import Answer
-from api.schemas import ChatCompletionRequest, ModelCard, ModelList
+from api.schemas import (AUTH_ERRORS, GENERATION_ERRORS, ChatCompletionRequest, ModelCard,
+                         ModelList, error_responses)
 from api.streaming import SSEResponse, iterate_blocking, run_blocking, sse
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_ask)])
 
 _ROLES = {"developer": "system"}
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, responses=error_responses(*AUTH_ERRORS, 503))
 def list_models(services: ServicesDep) -> dict[str, Any]:
     """List "base" and every tuned adapter, as OpenAI's model list."""
     created = int(services.started)
@@ -53,8 +54,8 @@ def _prepare_args(body: ChatCompletionRequest, services: Services) -> tuple[dict
                     if v is not None), api.chat_rag_default)
     top_k = (extension.top_k if extension and extension.top_k else None) or body.top_k
     check_top_k(top_k, api)
-    params = Params(services.model(body.model), max_tokens, body.temperature or 0.0,
-                    body.top_p or 1.0, body.stops(), body.seed)
+    params = params_for(services.model(body.model), max_tokens, body.temperature or 0.0,
+                        body.top_p or 1.0, body.stops(), body.seed)
     return dict(question=users[-1], use_rag=bool(use_rag), top_k=top_k, history=chat), params
 
 
@@ -84,7 +85,7 @@ def _verdict(answer: Answer) -> dict[str, Any]:
     return out
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=error_responses(*GENERATION_ERRORS))
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            services: ServicesDep) -> Any:
     """Chat completion over "base" or a tuned adapter; SSE chunks when `stream` is true."""

@@ -25,15 +25,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveApi, s
     """The live API and the Gradio UI launched against it (both on loopback)."""
     from ragtune.settings import load_settings
     from ui.app import build_ui, launch_options
+    from ui.auth import Visitors
     from ui.serving import free_port
 
     ws = tmp_path_factory.mktemp("fb-ui") / "ws"
     api = start_api(ws)
-    demo = build_ui(load_settings(workspace=ws, api_url=api.url, api_key=KEY), root=ws)
+    visitors = Visitors(api.url)  # the API has a key: visitors sign in with it
+    demo = build_ui(load_settings(workspace=ws, api_url=api.url), root=ws, visitors=visitors)
     demo.queue()
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1",
                             server_port=free_port(), ssr_mode=False, quiet=True,
-                            **launch_options())
+                            auth=visitors.login, **launch_options())
     try:
         yield api, url.rstrip("/")
     finally:
@@ -73,7 +75,7 @@ def test_compare_view_records_which_answer_is_better(stack) -> None:
     from gradio_client import Client
 
     api, url = stack
-    ui = Client(url, verbose=False)
+    ui = Client(url, auth=("tester", KEY), verbose=False)
     panes = ui.predict(QUESTION, "tuned", 2, 32, api_name="/compare")
     assert any("[tuned]" in str(p) for p in panes) and any("[base]" in str(p) for p in panes)
     assert "✅ recorded: **Tuned + RAG** is better than **Base + RAG**" == ui.predict(
@@ -81,5 +83,5 @@ def test_compare_view_records_which_answer_is_better(stack) -> None:
     assert "pick two different" in ui.predict("base", "base", api_name="/prefer_a")
     stats = ApiClient(api.url, KEY).feedback_stats()
     assert stats["comparisons"] == 1 and stats["wins"] == {"tuned": 1}
-    fresh = Client(url, verbose=False)  # a new session has no compare answers yet
+    fresh = Client(url, auth=("tester", KEY), verbose=False)  # a new session has no compare answers yet
     assert "press Compare first" in fresh.predict("base", "tuned", api_name="/prefer_a")

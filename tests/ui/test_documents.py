@@ -95,11 +95,9 @@ def test_upload_names_are_sanitised_and_bad_files_reported(api: Api, tmp_path: P
 
 
 def test_ingest_folder_only_inside_allowed_roots(api: Api, tmp_path: Path,
-                                                tmp_path_factory: pytest.TempPathFactory,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # the server's working directory: an allowed root
-    client = api.client
-    inside = write_docs(api.workspace / "incoming")
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    client = api.client  # documents_roots is not set: only <workspace>/uploads may be read
+    inside = write_docs(api.workspace / "uploads" / "incoming")
     result = client.ingest_path(str(inside))
     assert sorted(Path(d["source"]).name for d in result["documents"]) == [
         "it.md", "leave.md", "travel.md"]
@@ -108,20 +106,18 @@ def test_ingest_folder_only_inside_allowed_roots(api: Api, tmp_path: Path,
     again = client.ingest_path(str(inside))
     assert "1 removed" in again["summary"] and len(again["documents"]) == 2
 
-    write_docs(tmp_path / "docs")
-    relative = client.ingest_path("docs", keep_missing=True)  # relative to the working dir
+    write_docs(api.workspace / "uploads" / "docs")
+    relative = client.ingest_path("docs", keep_missing=True)  # relative to the first root
     assert "1 added" in relative["summary"] and "2 duplicate" in relative["summary"]
     statuses = sorted(d["status"] for d in relative["documents"])
     assert statuses == ["duplicate", "duplicate", "ok", "ok", "ok"]
 
     outside = write_docs(tmp_path_factory.mktemp("outside"))
-    with pytest.raises(ApiError, match="outside the folders") as err:
-        client.ingest_path(str(outside))
-    assert err.value.status == 403
-    with pytest.raises(ApiError, match="outside the folders"):
-        client.ingest_path(f"{tmp_path}/../{outside.name}")
-    with pytest.raises(ApiError, match="contains the workspace"):
-        client.ingest_path(".")
+    for path in (str(outside), f"{api.workspace}/uploads/../../{outside.name}",
+                 str(api.workspace), str(tmp_path)):
+        with pytest.raises(ApiError, match="outside the folders") as err:
+            client.ingest_path(path)
+        assert err.value.status == 403 and "documents_roots" in str(err.value)
     with pytest.raises(ApiError, match="no such file"):
         client.ingest_path("missing")
 

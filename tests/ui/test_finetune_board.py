@@ -185,3 +185,41 @@ def test_board_runs_a_tiny_fine_tune_and_stops_it(tmp_path: Path, request: pytes
     assert "interrupted" in board.stop("ui-tiny")
     status_file = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     assert status_file["status"] == "stopped"
+
+
+def test_board_refuses_configs_and_datasets_outside_the_allowed_folders(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from ui.finetune import Board
+
+    root, workspace = tmp_path / "repo", tmp_path / "repo" / "ws"
+    write_finetune_config(root)
+    _write_dataset(workspace / "datasets")
+    outside = tmp_path_factory.mktemp("elsewhere")
+    _write_dataset(outside)
+    (outside / "evil.yaml").write_text((root / "configs/finetune/tiny.yaml").read_text())
+    (root / "data").mkdir()
+    (root / "data" / "link").symlink_to(outside, target_is_directory=True)  # resolved: refused
+    (workspace / "datasets" / "dataset_info.json").write_text(json.dumps({  # a name -> outside
+        "demo_sft": {"file_name": "demo.json"}, "far": {"file_name": str(outside / "demo.json")}}))
+    board = Board(workspace, root)
+    ok = dict(KNOB_VALUES, dataset_dir=str(workspace / "datasets"))
+    command, problem = board.preview("configs/finetune/tiny.yaml", *[ok[k] for k in KNOBS])
+    assert problem == "" and command
+
+    cases = [
+        (str(outside / "evil.yaml"), ok, "config", outside / "evil.yaml"),
+        ("configs/finetune/tiny.yaml", dict(ok, dataset_dir=str(outside)), "dataset_dir",
+         outside),
+        ("configs/finetune/tiny.yaml", dict(ok, dataset=str(outside / "demo.json")), "dataset",
+         outside / "demo.json"),
+        ("configs/finetune/tiny.yaml", dict(ok, dataset="data/link/demo.json"), "dataset",
+         outside / "demo.json"),
+        ("configs/finetune/tiny.yaml", dict(ok, dataset="far"), "dataset", outside / "demo.json"),
+    ]
+    for choice, values, field, rejected in cases:
+        for status in (board.preview(choice, *[values[k] for k in KNOBS])[1],
+                       board.start(choice, *[values[k] for k in KNOBS])[0]):
+            assert status.startswith("⚠️"), (field, status)
+            assert f"`{field}`" in status and str(rejected.resolve()) in status, status
+            assert "outside the folders the board may use" in status
+    assert board.manager.running() == [] and not (workspace / "runs").exists()
