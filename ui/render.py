@@ -58,9 +58,23 @@ def timings_text(result: dict[str, Any]) -> str:
         parts.append(f"{timings['tokens_per_s']:.1f} tok/s")
     if usage.get("completion_tokens") is not None:
         parts.append(f"{usage['completion_tokens']} tokens")
-    if result.get("refused"):
-        parts.append("nothing relevant retrieved")
     return " · ".join(parts)
+
+
+def trust_text(result: dict[str, Any]) -> str:
+    """What the grounding check says of an answer, in words for the person reading it."""
+    verdict = result.get("grounding") or {}
+    kind = result.get("answer_kind")
+    if kind == "extracted":
+        return (f"🔎 quoted from passage [{verdict.get('passage')}]: the generated answer was not "
+                f"supported ({verdict.get('reason') or 'no reason given'})")
+    if kind == "refused" or result.get("refused"):
+        return f"🤷 not answered: {verdict.get('reason') or 'nothing relevant retrieved'}"
+    if not verdict.get("checked"):
+        return ""
+    if verdict.get("supported"):
+        return f"✅ supported by passage [{verdict.get('passage')}]"
+    return f"⚠️ not supported by the passages: {verdict.get('reason')}"
 
 
 @dataclass
@@ -111,7 +125,9 @@ class Turn:
             prefix = text + "\n\n" if text and text != PENDING else ""
             text = prefix + f"⚠️ **Error:** {self.error}"
         elif self.done:
-            footer = f"\n\n<sub>{escape(timings_text(self.result))}</sub>"
+            trust = trust_text(self.result)
+            footer = (f"\n\n<sub>{escape(trust)}</sub>" if trust else "") + \
+                f"\n\n<sub>{escape(timings_text(self.result))}</sub>"
             text = (text or "_(empty answer)_") + footer
         out.append({"role": "assistant", "content": text})
         if self.sources:
@@ -139,5 +155,7 @@ def pane_markdown(title: str, result: dict[str, Any] | None, error: str = "") ->
     parts = [head + body]
     if result.get("sources"):
         parts.append(sources_html(result["sources"]))
+    if trust_text(result):
+        parts.append(f"<sub>{escape(trust_text(result))}</sub>")
     parts.append(f"<sub>⏱ {escape(timings_text(result))}</sub>")
     return "\n\n".join(parts)
