@@ -247,7 +247,7 @@ def _merge(drafts: list[ChunkDraft], cfg: SplitConfig) -> list[ChunkDraft]:
         small = small_prev or text_width(d.text, cfg.cjk_width) < cfg.min_chunk
         if rows and joined <= cfg.chunk_size:
             out[-1] = _combine(prev, d, prev.section)
-        elif small and joined <= cfg.chunk_size + cfg.min_chunk:
+        elif small and joined <= cfg.chunk_size:
             out[-1] = _combine(prev, d, d.section if small_prev else prev.section)
         else:
             out.append(d)
