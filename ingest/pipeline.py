@@ -172,7 +172,8 @@ def quote_name(name: str) -> str:
     Names with control characters (a newline would break the one-line-per-file output), quotes,
     backslashes or edge spaces are quoted, so every failure stays one parseable line.
     """
-    plain = name.isprintable() and name == name.strip() and not any(c in name for c in '"\\')
+    plain = name.isprintable() and not any(c in name for c in '"\\') \
+        and all(part == part.strip() for part in name.split("/"))
     return name if plain else json.dumps(name, ensure_ascii=False)
 
 
