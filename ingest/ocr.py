@@ -4,7 +4,8 @@ The engine is RapidOCR (`rapidocr-onnxruntime`, Apache-2.0): its wheel ships the
 recognition models for Chinese and English, so nothing is downloaded; it runs on onnxruntime's CPU provider.
 It is imported and loaded on the first page that needs it (`import ingest` stays light) and kept for the
 process. Recognised boxes are put back in reading order: boxes on one baseline form a line; a run of lines
-that split into the same number (>= 2) of widely spaced cells is a table and becomes a Markdown table.
+that split into the same number (>= 2) of widely spaced cells is a table and becomes a Markdown table; a
+line set clearly taller than the body text becomes a heading.
 
 Limits (`LoadLimits`): at most `ocr_max_pages` pages per document are OCR'd (more is that document's
 failure, named before any work is done) and a document whose OCR runs past `ocr_timeout_s` fails at the
@@ -130,7 +131,10 @@ def boxes_to_text(boxes: Sequence[OcrBox]) -> str:
     kept = [b for b in boxes if b.score >= MIN_SCORE and b.text.strip()]
     if not kept:
         return ""
-    rows = [_cells(line) for line in _lines(kept)]
+    lines = _lines(kept)
+    rows = [_cells(line) for line in lines]
+    heights = [float(np.median([b.y1 - b.y0 for b in line])) for line in lines]
+    body = float(np.median(heights))
     blocks: list[str] = []
     i = 0
     while i < len(rows):
@@ -141,9 +145,16 @@ def boxes_to_text(boxes: Sequence[OcrBox]) -> str:
             blocks.append(markdown_table(rows[i:j]))
             i = j
         else:
-            blocks.append(" ".join(rows[i]))
+            blocks.append(_heading_mark(heights[i], body) + " ".join(rows[i]))
             i += 1
     return "\n\n".join(blocks)
+
+
+def _heading_mark(height: float, body: float) -> str:
+    """'# ' / '## ' for a line set clearly larger than the body text (a scan has no font sizes)."""
+    if height >= 1.5 * body:
+        return "# "
+    return "## " if height >= 1.2 * body else ""
 
 
 def ocr_images(path: Path, images: Sequence[tuple[int, Callable[[], np.ndarray]]], *, total: int,
