@@ -32,6 +32,11 @@ class SourceOut(BaseModel):
     section: str
     score: float
     text: str
+    page: int | None = Field(None, description="1-based PDF page (or image frame) the passage starts on.")
+    row_start: int | None = Field(None, description="First CSV/JSONL row of the passage (a CSV header is row 1).")
+    row_end: int | None = Field(None, description="Last CSV/JSONL row of the passage.")
+    ocr: bool = Field(False, description="The passage's text was recognised by OCR.")
+    citation: str = Field("", description='Where it came from, e.g. "manual.pdf, p. 12, § 3.2".')
 
 
 class GroundingOut(BaseModel):

@@ -18,7 +18,8 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
     """Ingest documents into the workspace's hybrid (FAISS + BM25) search index.
 
     Folders recurse; supported files: .txt .md .html .htm .pdf .docx .json .jsonl .csv (text
-    encodings are detected). Running it again is incremental: unchanged files embed nothing, a
+    encodings are detected), and images .png .jpg .jpeg .tif .tiff
+    (read by OCR, as are PDF pages without a text layer). Running it again is incremental: unchanged files embed nothing, a
     changed file has its chunks replaced, and a file that is gone from an ingested folder loses
     its chunks (use --keep_missing to keep them). A file with the same bytes as an indexed one
     is recorded as a duplicate and not indexed twice. A bad file is reported on one line with
@@ -46,7 +47,7 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
     """
     # Imported here, not at module level: the CLI imports every command module at start, and
     # the pipeline brings numpy, FAISS, the loaders and the splitter (no cycle is involved).
-    from ingest.pipeline import ingest_documents
+    from ingest.pipeline import ingest_documents, quote_name
     from ragtune.logs import setup_logging
 
     settings = load_checked_settings(workspace=workspace, chunk_size=chunk_size,
@@ -54,7 +55,7 @@ def ingest(paths: list[Path], workspace: Path | None = None, chunk_size: int | N
     log_file = setup_logging(settings.paths.logs_dir, "ingest")
     report = ingest_documents(paths, settings, keep_missing=keep_missing, batch_size=batch_size)
     for failure in report.failed:
-        print(f"FAILED {failure.path}: {failure.reason}")
+        print(f"FAILED {quote_name(failure.path)}: {' '.join(failure.reason.split())}")
     print(report.summary())
     if pairs != "none":
         _write_pairs(settings, pairs, pairs_config, local_generator)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
-    {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".json", ".jsonl", ".csv"}
+    {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".json", ".jsonl", ".csv",
+     ".png", ".jpg", ".jpeg", ".tif", ".tiff"}  # images: read by OCR (ingest.loaders.FORMATS)
 )
 SYMLINK_LOOP = "symlink loop"
 LEAVES_ROOT = "symlink leaves the allowed folders"

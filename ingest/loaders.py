@@ -1,44 +1,107 @@
-"""Load one document file into Markdown-ish text: headings as '#' lines, tables as 'a | b' lines, records as blocks.
+"""Load one document file into Markdown-ish text: headings as '#' lines, tables as Markdown tables, records as blocks.
 
-Every problem with a file (unreadable, too large, empty, binary with a text extension, corrupt, encrypted,
-no extractable text, a bad JSON line) raises `ragtune.errors.InputError(path, reason)`; nothing else escapes
-for bad input. Heavy parsers (BeautifulSoup, pypdf, python-docx) are imported only when their format is loaded.
+Formats with an origin finer than the file keep it as segments: a PDF page or image frame (`ingest.pdf`, OCR
+in `ingest.ocr`), a CSV/JSONL row. Every problem with a file (unreadable, too large, empty, binary with a
+text extension, corrupt, encrypted, no extractable text, a bad JSON line, a per-file limit in `LoadLimits`)
+raises `ragtune.errors.InputError(path, reason)`; nothing else escapes for bad input. Heavy parsers
+(BeautifulSoup, pypdf, pdfplumber, python-docx, RapidOCR) are imported only when their format is loaded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import dataclasses
 import errno
 import io
 import json
 import logging
 import re
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragtune.errors import InputError
+from ragtune.errors import ConfigError, InputError
 
 from .encoding import BINARY_REASON, MIN_PRINTABLE_RATIO, decode_text, printable_ratio
+from .tables import markdown_table
 
 MB = 1024 * 1024
 FORMATS: dict[str, str] = {
     ".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
     ".pdf": "pdf", ".docx": "docx", ".json": "json", ".jsonl": "jsonl", ".csv": "csv",
+    ".png": "image", ".jpg": "image", ".jpeg": "image", ".tif": "image", ".tiff": "image",
 }
-NO_PDF_TEXT = "no extractable text (scanned?)"
+NO_PDF_TEXT = "no extractable text (scanned?)"  # also ingest.pdf.NO_PDF_TEXT
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A part of a document with a known origin: a PDF page or image frame, a record row, or the whole text.
+
+    `page` is 1-based; `row_start`/`row_end` are the file's line/row numbers (a CSV header is row 1);
+    `ocr` marks text recognised from an image rather than read from a text layer.
+    """
+
+    text: str
+    page: int | None = None
+    row_start: int | None = None
+    row_end: int | None = None
+    ocr: bool = False
 
 
 @dataclass
 class LoadedDocument:
-    """A document's text (Markdown-ish), its format name and the text encoding detected (None for binary formats)."""
+    """A document's text (Markdown-ish), its format name, the text encoding detected (None for binary
+    formats) and, where the format has them, its segments (pages, rows) in order."""
 
     path: Path
     text: str
     format: str
     encoding: str | None
+    segments: list[Segment] = field(default_factory=list)
+
+    def parts(self) -> list[Segment]:
+        """The segments to split, or the whole text as one segment when the format has none."""
+        return self.segments or [Segment(self.text)]
+
+    @property
+    def ocr_pages(self) -> int:
+        """How many pages (or image frames) were read by OCR."""
+        return sum(1 for s in self.segments if s.ocr)
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """Per-file limits: bytes, wall time, HTML nesting depth, records (rows) and OCR pages / time.
+
+    Each breach is an InputError naming the file and the setting, so one bad file fails alone.
+    """
+
+    max_bytes: int = 50 * MB
+    max_seconds: float = 600.0
+    max_html_depth: int = 256
+    max_rows: int = 100_000
+    ocr: bool = True
+    ocr_max_pages: int = 50
+    ocr_timeout_s: float = 300.0
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        """Reject limits that would refuse every file, naming the setting."""
+        for name in ("max_bytes", "max_seconds", "max_html_depth", "max_rows", "ocr_max_pages", "ocr_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(name, value, "must be a positive number")
+
+    def check_time(self, path: Path, where: str = "") -> None:
+        """Raise when loading this file has taken longer than `max_seconds` (RAGTUNE_MAX_FILE_SECONDS)."""
+        spent = time.monotonic() - self.started
+        if spent > self.max_seconds:
+            at = f" at {where}" if where else ""
+            raise InputError(path, f"took longer than {self.max_seconds:g} s to load (stopped{at}; "
+                                   "RAGTUNE_MAX_FILE_SECONDS)")
 
 
 def max_bytes_from_mb(max_file_mb: float) -> int:
@@ -103,10 +166,6 @@ def _markdown(text: str) -> str:
 
 # --- HTML ----------------------------------------------------------------------------------------------
 
-_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "head"]
-_BLOCK_TAGS = ["p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "ul", "ol",
-               "dl", "dt", "dd", "pre", "blockquote", "figure", "figcaption", "form", "fieldset",
-               "address", "details", "summary", "hr", "tr", "caption"]  # li: one line each, see html_to_text
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 
 
@@ -126,51 +185,6 @@ def _decode_html(data: bytes, path: Path) -> tuple[str, str]:
             raise InputError(path, BINARY_REASON)
         return text, "utf-8" if name == "utf-8" else declared
     return decode_text(data, path)  # a wrong or unknown declaration: detect instead
-
-
-def _cell_lines(table) -> list[str]:
-    """Render an HTML table as one 'a | b | c' line per row."""
-    rows = []
-    for tr in table.find_all("tr"):
-        cells = [c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])]
-        if any(cells):
-            rows.append(" | ".join(cells))
-    return rows
-
-
-def html_to_text(markup: str) -> str:
-    """Convert HTML to Markdown-ish text: h1-h6 as '#' lines, tables as rows, scripts/styles dropped."""
-    from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
-
-    soup = BeautifulSoup(markup, "html.parser")
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    for tag in soup.find_all(_DROP_TAGS):
-        tag.decompose()
-    for special in soup.find_all(string=lambda s: isinstance(s, (Comment, Declaration, Doctype,
-                                                                   ProcessingInstruction))):
-        special.extract()
-    for s in soup.find_all(string=True):
-        if type(s) is NavigableString and s.find_parent("pre") is None and s.parent is not None:
-            s.replace_with(re.sub(r"\s+", " ", str(s)))
-    for table in soup.find_all("table"):
-        if table.find_parent("table") is None and table.parent is not None:
-            table.replace_with("\n\n" + "\n".join(_cell_lines(table)) + "\n\n")
-    headings = soup.find_all(re.compile(r"^h[1-6]$"))
-    for h in headings:
-        text = h.get_text(" ", strip=True)
-        h.replace_with(f"\n\n{'#' * int(h.name[1])} {text}\n\n" if text else "\n\n")
-    for br in soup.find_all("br"):
-        br.replace_with("\n")
-    for li in soup.find_all("li"):
-        li.insert(0, "- ")
-        li.insert_after("\n")
-    for block in soup.find_all(_BLOCK_TAGS):
-        block.insert_before("\n\n")
-        block.insert_after("\n\n")
-    text = "\n".join(line.strip() for line in soup.get_text().split("\n"))
-    if title and not any(h.name == "h1" for h in headings):
-        text = f"# {title}\n\n{text}"
-    return text
 
 
 # --- DOCX ----------------------------------------------------------------------------------------------
@@ -195,8 +209,8 @@ def _docx_paragraph(par) -> str:
 
 
 def _docx_table(table) -> str:
-    """A Word table as 'a | b' lines, merged cells counted once."""
-    lines = []
+    """A Word table as a Markdown table (first row as header), merged cells counted once."""
+    rows = []
     for row in table.rows:
         cells, seen = [], set()
         for cell in row.cells:
@@ -204,9 +218,8 @@ def _docx_table(table) -> str:
                 continue
             seen.add(id(cell._tc))
             cells.append(" ".join(cell.text.split()))
-        if any(cells):
-            lines.append(" | ".join(cells))
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(rows)
 
 
 def _docx_text(data: bytes, path: Path) -> str:
@@ -226,118 +239,6 @@ def _docx_text(data: bytes, path: Path) -> str:
     except Exception as err:  # python-docx raises zipfile, KeyError, lxml and ValueError variants
         raise InputError(path, f"corrupt .docx file ({type(err).__name__}: {err})") from None
     return "\n\n".join(b for b in blocks if b)
-
-
-# --- PDF -----------------------------------------------------------------------------------------------
-
-PdfLine = tuple[str, float]  # a text line and its dominant font size (points)
-_LIST_ITEM = re.compile(r"^([-•*·▪–]\s|\d+[.)]\s|[（(]?[一二三四五六七八九十]+[、.)）])")
-_CJK_CHAR = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
-
-
-def _pdf_page_lines(page) -> list[PdfLine]:
-    """A page's text lines, each with the font size that most of its characters use."""
-    import math
-
-    lines: list[tuple[list[str], dict[float, int]]] = [([], {})]
-
-    def visit(text: str, cm, tm, font, size: float) -> None:
-        scale = (math.hypot(tm[2], tm[3]) * math.hypot(cm[2], cm[3])) or 1.0
-        for i, part in enumerate(text.split("\n")):
-            if i:
-                lines.append(([], {}))
-            lines[-1][0].append(part)
-            if part.strip():
-                sizes = lines[-1][1]
-                key = round(float(size) * scale, 1)
-                sizes[key] = sizes.get(key, 0) + len(part.strip())
-
-    page.extract_text(visitor_text=visit)
-    return [("".join(parts).strip(), max(sizes, key=sizes.__getitem__) if sizes else 0.0)
-            for parts, sizes in lines if "".join(parts).strip()]
-
-
-def _heading_levels(pages: list[list[PdfLine]]) -> dict[float, int]:
-    """Map font sizes clearly larger than the body size to heading levels 1-6 (largest first)."""
-    weight: dict[float, int] = {}
-    for text, size in (line for page in pages for line in page):
-        weight[size] = weight.get(size, 0) + len(text)
-    if not weight:
-        return {}
-    body = max(weight, key=weight.__getitem__)
-    lines = [line for page in pages for line in page]
-    big = [(t, s) for t, s in lines if s >= body * 1.08 and len(t) <= 150]
-    if not big or len(big) > 0.3 * len(lines):
-        return {}  # no size hierarchy, or too much large text to be headings
-    return {size: min(i + 1, 6) for i, size in enumerate(sorted({s for _, s in big}, reverse=True))}
-
-
-def _join(a: str, b: str) -> str:
-    """Join a wrapped line to the next: no space between CJK characters or after a hyphenated break."""
-    if _CJK_CHAR.match(a[-1]) and _CJK_CHAR.match(b[0]):
-        return a + b
-    return a + b if a.endswith("-") and a[-2:-1].isalpha() else a + " " + b
-
-
-def _pdf_markdown(pages: list[list[PdfLine]]) -> str:
-    """Rebuild Markdown-ish text: large-font lines become '#' headings, wrapped body lines become paragraphs."""
-    levels = _heading_levels(pages)
-    lengths = sorted(len(t) for page in pages for t, s in page if s not in levels)
-    full = lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
-    blocks: list[str] = []
-    for page in pages:
-        para: str | None = None
-        last_len = 0
-        for text, size in page:
-            if size in levels:
-                blocks.extend([para] if para else [])
-                para = None
-                blocks.append("#" * levels[size] + " " + text)
-            elif para is not None and last_len >= 0.75 * full and not _LIST_ITEM.match(text):
-                para = _join(para, text)
-            else:
-                blocks.extend([para] if para else [])
-                para = text
-            last_len = len(text)
-        blocks.extend([para] if para else [])
-    return "\n\n".join(blocks)
-
-
-@contextlib.contextmanager
-def _quiet_pypdf() -> Iterator[None]:
-    """Silence pypdf's own log lines (repairs it made, encodings it guessed) while we read one file."""
-    logger = logging.getLogger("pypdf")
-    before = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
-
-
-def _pdf_text(data: bytes, path: Path) -> str:
-    """Extract every page's text with pypdf; encrypted, corrupt and image-only PDFs are InputErrors."""
-    from pypdf import PasswordType, PdfReader
-
-    if b"%PDF-" not in data[:1024]:
-        raise InputError(path, "corrupt PDF (no %PDF header: not a PDF file)")
-    try:
-        with _quiet_pypdf():
-            reader = PdfReader(io.BytesIO(data))
-            if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-                raise InputError(path, "encrypted PDF (a password is needed to open it)")
-            pages = [_pdf_page_lines(page) for page in reader.pages]
-    except InputError:
-        raise
-    except Exception as err:  # pypdf raises PdfReadError, DependencyError and plain parsing errors
-        name = type(err).__name__
-        if "Decrypt" in name or "Dependency" in name or "Password" in name:
-            raise InputError(path, f"encrypted PDF ({err})") from None
-        raise InputError(path, f"corrupt PDF ({name}: {err})") from None
-    text = _pdf_markdown(pages)
-    if not text.strip():
-        raise InputError(path, NO_PDF_TEXT)
-    return text
 
 
 # --- JSON / JSONL / CSV records ------------------------------------------------------------------------
@@ -374,21 +275,34 @@ def _json_text(text: str, path: Path) -> str:
     return "\n\n".join(r for r in map(_record, items) if r)
 
 
-def _jsonl_text(text: str, path: Path) -> str:
-    """A JSON Lines file: one record per non-blank line; a bad line names its row."""
-    records = []
+def _too_many_rows(path: Path, limits: LoadLimits, row: int) -> InputError:
+    return InputError(path, f"more than {limits.max_rows} records, over the limit (RAGTUNE_MAX_ROWS)", row=row)
+
+
+def _jsonl_segments(text: str, path: Path, limits: LoadLimits) -> list[Segment]:
+    """A JSON Lines file: one record per non-blank line, each a segment with its row; a bad line names its row."""
+    records: list[Segment] = []
     for row, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(records) >= limits.max_rows:
+            raise _too_many_rows(path, limits, row)
+        if row % 1000 == 0:
+            limits.check_time(path, f"row {row}")
         try:
-            records.append(_record(json.loads(line)))
+            record = _record(json.loads(line))
         except json.JSONDecodeError as err:
             raise InputError(path, f"invalid JSON: {err.msg} (column {err.colno})", row=row) from None
-    return "\n\n".join(r for r in records if r)
+        if record:
+            records.append(Segment(record, row_start=row, row_end=row))
+    return records
 
 
-def _csv_text(text: str, path: Path) -> str:
-    """A CSV file with a header row: one 'column: value' block per row (delimiter sniffed)."""
+def _csv_segments(text: str, path: Path, limits: LoadLimits) -> list[Segment]:
+    """A CSV file with a header row: one 'column: value' block per row (delimiter sniffed), rows kept.
+
+    Row numbers are the file's CSV rows as a spreadsheet shows them: the header is row 1.
+    """
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
     except csv.Error:
@@ -397,48 +311,83 @@ def _csv_text(text: str, path: Path) -> str:
     try:
         header = next(reader, [])
         header = [h.strip() or f"column {i + 1}" for i, h in enumerate(header)]
-        records = []
-        for row in reader:
+        records: list[Segment] = []
+        for number, row in enumerate(reader, start=2):
+            if number - 1 > limits.max_rows:
+                raise _too_many_rows(path, limits, number)
+            if number % 1000 == 0:
+                limits.check_time(path, f"row {number}")
             pairs = [(header[i] if i < len(header) else f"column {i + 1}", v.strip()) for i, v in enumerate(row)]
             block = "\n".join(f"{k}: {v}" for k, v in pairs if v)
             if block:
-                records.append(block)
+                records.append(Segment(block, row_start=number, row_end=number))
     except csv.Error as err:
         raise InputError(path, f"invalid CSV: {err}", row=reader.line_num) from None
-    return "\n\n".join(records)
+    return records
+
+
+def _html_text(text: str, path: Path, limits: LoadLimits) -> str:
+    """HTML's main content (see `ingest.html`); too deep or navigation-only pages are InputErrors."""
+    from .html import NavigationOnly, TooDeep, html_to_text
+
+    try:
+        return html_to_text(text, max_depth=limits.max_html_depth)
+    except (TooDeep, NavigationOnly) as err:
+        raise InputError(path, str(err)) from None
 
 
 # --- entry point ---------------------------------------------------------------------------------------
 
-_TEXT_CONVERTERS: dict[str, Callable[[str, Path], str]] = {
-    "text": lambda text, path: text,
-    "markdown": lambda text, path: _markdown(text),
-    "html": lambda text, path: html_to_text(text),
-    "json": _json_text,
-    "jsonl": _jsonl_text,
-    "csv": _csv_text,
+_TEXT_CONVERTERS: dict[str, Callable[[str, Path, LoadLimits], str | list[Segment]]] = {
+    "text": lambda text, path, limits: text,
+    "markdown": lambda text, path, limits: _markdown(text),
+    "html": _html_text,
+    "json": lambda text, path, limits: _json_text(text, path),
+    "jsonl": _jsonl_segments,
+    "csv": _csv_segments,
 }
 
 
-def load_document(path: Path, *, max_bytes: int) -> LoadedDocument:
-    """Read and convert one supported file; raise InputError naming the problem for any bad file."""
+def _clean_segments(segments: list[Segment]) -> list[Segment]:
+    """Segments with tidy text; empty ones dropped."""
+    out = []
+    for seg in segments:
+        text = _tidy(_normalise_newlines(seg.text))
+        if text:
+            out.append(dataclasses.replace(seg, text=text))
+    return out
+
+
+def load_document(path: Path, *, max_bytes: int | None = None, limits: LoadLimits | None = None) -> LoadedDocument:
+    """Read and convert one supported file; raise InputError naming the problem for any bad file.
+
+    `limits` bounds bytes, time, HTML depth, records and OCR (defaults: `LoadLimits()`); `max_bytes`
+    overrides its byte limit (the older keyword).
+    """
     path = Path(path)
+    limits = limits or LoadLimits()
+    if max_bytes is not None:
+        limits = dataclasses.replace(limits, max_bytes=max_bytes)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(path, f"unsupported file type {path.suffix or '(no extension)'!r}")
-    data = read_bytes(path, max_bytes)
+    data = read_bytes(path, limits.max_bytes)
     encoding: str | None = None
-    if fmt == "pdf":
-        text = _pdf_text(data, path)
+    if fmt in ("pdf", "image"):
+        from .pdf import image_segments, pdf_segments
+
+        result: str | list[Segment] = (pdf_segments if fmt == "pdf" else image_segments)(data, path, limits)
     elif fmt == "docx":
-        text = _docx_text(data, path)
+        result = _docx_text(data, path)
     else:
         text, encoding = (_decode_html if fmt == "html" else decode_text)(data, path)
-        text = _TEXT_CONVERTERS[fmt](_normalise_newlines(text), path)
-    text = _tidy(_normalise_newlines(text))
+        result = _TEXT_CONVERTERS[fmt](_normalise_newlines(text), path, limits)
+    limits.check_time(path)
+    segments = _clean_segments(result) if isinstance(result, list) else []
+    text = "\n\n".join(s.text for s in segments) if isinstance(result, list) else _tidy(_normalise_newlines(result))
     if not text:
         reason = {"docx": "no text in document", "pdf": NO_PDF_TEXT}.get(fmt, "empty file (only whitespace)")
         if fmt in ("json", "jsonl", "csv"):
             reason = "no records with values"
         raise InputError(path, reason)
-    return LoadedDocument(path=path, text=text, format=fmt, encoding=encoding)
+    return LoadedDocument(path=path, text=text, format=fmt, encoding=encoding, segments=segments)

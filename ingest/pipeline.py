@@ -16,12 +16,14 @@ group in flight; FAISS/BM25 are saved at the end and repaired from SQLite on the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ingest.discover import FileFailure, discover
-from ingest.loaders import load_document, max_bytes_from_mb
+from ingest.loaders import LoadLimits, load_document, max_bytes_from_mb
 from ingest.splitter import ChunkDraft, SplitConfig, split_document
 from ragtune.errors import ConfigError, InputError
 from ragtune.settings import EMBEDDED_EMBEDDER
@@ -54,6 +56,22 @@ class IngestConfig:
     batch_size: int = 64
     max_file_mb: float = 50.0
     within: tuple[str, ...] = ()  # confine discovery (symlinks included) to these folders
+    max_file_seconds: float = 600.0
+    max_html_depth: int = 256
+    max_rows: int = 100_000
+    max_chunks: int = 20_000
+    min_chunk_chars: int = 0
+    ocr: bool = True
+    ocr_max_pages: int = 50
+    ocr_timeout_s: float = 300.0
+
+    @classmethod
+    def from_settings(cls, paths: Sequence[Path], settings, **overrides) -> IngestConfig:
+        """The config for `paths` with every ingest setting (chunking, per-file limits, OCR) from `settings`."""
+        names = ("chunk_size", "chunk_overlap", "embedder", "max_file_mb", "max_file_seconds",
+                 "max_html_depth", "max_rows", "max_chunks", "min_chunk_chars", "ocr", "ocr_max_pages",
+                 "ocr_timeout_s")
+        return cls(paths=list(paths), **{**{n: getattr(settings, n) for n in names}, **overrides})
 
     def __post_init__(self) -> None:
         """Check the values early, naming the flag and the bad value."""
@@ -65,15 +83,26 @@ class IngestConfig:
             raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
         if not self.max_file_mb > 0:
             raise ConfigError("max_file_mb", self.max_file_mb, "must be positive")
-        self.split_config()  # validates chunk_size / chunk_overlap
+        if isinstance(self.max_chunks, bool) or not isinstance(self.max_chunks, int) or self.max_chunks < 1:
+            raise ConfigError("max_chunks", self.max_chunks, "must be a positive integer")
+        self.split_config()  # validates chunk_size / chunk_overlap / min_chunk_chars
+        self.load_limits()  # validates the per-file limits
 
     def split_config(self) -> SplitConfig:
-        return SplitConfig(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        return SplitConfig(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap,
+                           min_chunk=self.min_chunk_chars)
+
+    def load_limits(self) -> LoadLimits:
+        """Fresh per-file limits (the time limit counts from this call: make one per file)."""
+        return LoadLimits(max_bytes=max_bytes_from_mb(self.max_file_mb), max_seconds=self.max_file_seconds,
+                          max_html_depth=self.max_html_depth, max_rows=self.max_rows, ocr=self.ocr,
+                          ocr_max_pages=self.ocr_max_pages, ocr_timeout_s=self.ocr_timeout_s)
 
     def split_tag(self) -> str:
         """Identifies the chunking a document was split with (a change means re-splitting)."""
         cfg = self.split_config()
-        return f"{cfg.chunk_size}/{cfg.chunk_overlap}/{cfg.cjk_width}"
+        tag = f"{cfg.chunk_size}/{cfg.chunk_overlap}/{cfg.cjk_width}"
+        return tag + f"/m{cfg.min_chunk}" if cfg.min_chunk else tag
 
 
 @dataclass
@@ -129,6 +158,25 @@ class _Planned:
     previous: DocumentRecord | None
 
 
+def failure_reason(err: InputError) -> str:
+    """An InputError's reason with its row/field kept ("row 2: invalid JSON ..."), for the failure line."""
+    where = ", ".join(p for p in ((f"row {err.row}" if err.row is not None else ""),
+                                  (f"field `{err.field}`" if err.field else "")) if p)
+    reason = f"{where}: {err.reason}" if where else err.reason
+    return f"{reason} ({err.hint})" if err.hint else reason
+
+
+def quote_name(name: str) -> str:
+    """A file name safe on one output line: as-is when plain, else JSON-quoted ("a\\nb.txt").
+
+    Names with control characters (a newline would break the one-line-per-file output), quotes,
+    backslashes or edge spaces are quoted, so every failure stays one parseable line.
+    """
+    plain = name.isprintable() and not any(c in name for c in '"\\') \
+        and all(part == part.strip() for part in name.split("/"))
+    return name if plain else json.dumps(name, ensure_ascii=False)
+
+
 def document_key(path: Path) -> str:
     """A document's identity: its real absolute path (symlinks resolved)."""
     return os.path.realpath(path)
@@ -179,16 +227,21 @@ class IngestRun:
         for failure in failures:
             self._fail(Path(failure.path), failure.reason, only_known=True)
         to_remove = self._missing_documents(files, failures)
-        planned = self._plan(files, to_remove)
-        for rec in to_remove:
-            self.report.chunks_removed += self.index.remove_document(rec.path, persist=False)
-            self.report.removed.append(rec.source)
-            log.info("removed %s (file is gone)", rec.source)
-        self._embed_and_commit(planned)
+        # removals after the commits, so a renamed file's stored vectors are still there to reuse
+        self._embed_and_commit(self._plan(files, to_remove))
+        self._remove_missing(to_remove)
         self.index.persist(only_if_changed=True)
         self.report.chunks_total = self.index.store.count_chunks()
         self.report.seconds = time.perf_counter() - started
         return self.report
+
+    def _remove_missing(self, to_remove: list[DocumentRecord]) -> None:
+        """Drop the chunks of documents that are gone (after the commits, so that a renamed
+        file's stored vectors were still there to reuse)."""
+        for rec in to_remove:
+            self.report.chunks_removed += self.index.remove_document(rec.path, persist=False)
+            self.report.removed.append(rec.source)
+            log.info("removed %s (file is gone)", rec.source)
 
     def _missing_documents(self, files: list[Path], failures: list[FileFailure]) -> list:
         """Indexed documents under the ingested folders that discovery no longer finds."""
@@ -200,23 +253,25 @@ class IngestRun:
         return [rec for rec in self.index.documents()
                 if _under(rec.path, roots) and rec.path not in seen and not _under(rec.path, failed)]
 
-    def _plan(self, files: list[Path], to_remove: list[DocumentRecord]) -> list[_Planned]:
-        """Classify every discovered file; load and split those that changed."""
+    def _plan(self, files: list[Path], to_remove: list[DocumentRecord]) -> Iterator[_Planned]:
+        """Classify every discovered file, lazily: load and split those that changed, one at a time.
+
+        Lazy so that only the group being embedded is held in memory and committed before the next
+        files are read: a crash loses at most that group.
+        """
         removing = {rec.path for rec in to_remove}
-        planned: list[_Planned] = []
         for path in self._bar(iterable=files, desc="files", unit="file"):
             try:
                 item = self._plan_file(path, removing)
             except InputError as err:
-                self._fail(path, err.reason)
+                self._fail(path, failure_reason(err))
                 continue
             except Exception as err:  # a loader bug must not stop the other files
                 log.exception("unexpected error while loading %s", path)
                 self._fail(path, f"unexpected error ({type(err).__name__}: {err}); see the log")
                 continue
             if item is not None:
-                planned.append(item)
-        return planned
+                yield item
 
     def _plan_file(self, path: Path, removing: set[str]) -> _Planned | None:
         key, source = document_key(path), display_source(path)
@@ -242,10 +297,17 @@ class IngestRun:
         if original is not None:
             self._duplicate(record, prev, original)
             return None
-        doc = load_document(path, max_bytes=max_bytes_from_mb(self.cfg.max_file_mb))
+        limits = self.cfg.load_limits()
+        doc = load_document(path, limits=limits)
         drafts = self._unique_drafts(split_document(doc, self.cfg.split_config()))
         if not drafts:
             raise InputError(path, "no text to index after splitting")
+        if len(drafts) > self.cfg.max_chunks:
+            raise InputError(path, f"{len(drafts)} chunks, over the limit of {self.cfg.max_chunks} "
+                                   "chunks per document (RAGTUNE_MAX_CHUNKS)")
+        limits.check_time(path, "splitting")
+        if doc.ocr_pages:
+            log.info("%s: %d page(s) read by OCR", source, doc.ocr_pages)
         texts = [embed_text(d) for d in drafts]
         hashes = [content_hash(t) for t in texts]
         self.vectors.update(self.index.embeddings_for(
@@ -292,7 +354,7 @@ class IngestRun:
             h = content_hash(embed_text(d))
             if h not in seen:
                 seen.add(h)
-                out.append(ChunkDraft(text=d.text, section=d.section, position=len(out)))
+                out.append(dataclasses.replace(d, position=len(out)))
         return out
 
     def _fail(self, path: Path, reason: str, *, only_known: bool = False) -> None:
@@ -310,10 +372,9 @@ class IngestRun:
                                                    "error": reason}))
 
     # -- embedding and committing -------------------------------------------------------
-    def _embed_and_commit(self, planned: list[_Planned]) -> None:
+    def _embed_and_commit(self, planned: Iterable[_Planned]) -> None:
         """Embed new texts group by group (length-sorted batches), committing each group."""
-        needed = len({h for p in planned for h in p.hashes if h not in self.vectors})
-        bar = self._bar(total=needed, desc="embedding", unit="chunk")
+        bar = self._bar(desc="embedding", unit="chunk")
         group: list[_Planned] = []
         pending: set[str] = set()
         for item in planned:
@@ -353,7 +414,8 @@ class IngestRun:
 
     def _commit(self, item: _Planned) -> None:
         chunks = [NewChunk(position=d.position, section=d.section, text=d.text, content_hash=h,
-                           tokens=tokenize(t), embedding=self.vectors[h])
+                           tokens=tokenize(t), embedding=self.vectors[h], page=d.page,
+                           row_start=d.row_start, row_end=d.row_end, ocr=d.ocr)
                   for d, h, t in zip(item.drafts, item.hashes, item.texts, strict=True)]
         removed, added = self.index.write_document(item.record, chunks)
         self.report.chunks_removed += removed
@@ -391,10 +453,7 @@ def ingest_documents(paths: Sequence[Path], settings, *, embedder=None,
     """
     from retrieval.index import embedder_spec, open_index
 
-    cfg = IngestConfig(paths=list(paths), chunk_size=settings.chunk_size,
-                       chunk_overlap=settings.chunk_overlap, embedder=settings.embedder,
-                       keep_missing=keep_missing, batch_size=batch_size,
-                       max_file_mb=settings.max_file_mb)
+    cfg = IngestConfig.from_settings(paths, settings, keep_missing=keep_missing, batch_size=batch_size)
     with open_index(settings, embedder, batch_size=batch_size) as index:
         cfg.embedder = embedder_spec(index.embedder)
         return run_ingest(cfg, index, progress=progress)

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # Models: "auto", "embedded:<name>", a Hugging Face id or a local directory.
     generator: str = "auto"
     embedder: str = EMBEDDED_EMBEDDER
+    # Prompts the embedder puts before queries / passages (None: the model's own sentence-transformers
+    # config, `prompts` in config_sentence_transformers.json, or the known prefixes of E5/BGE models).
+    embedder_query_prompt: str | None = None
+    embedder_passage_prompt: str | None = None
+    # Languages the embedder reads (e.g. ["en"] or ["multilingual"]); None: from its model card.
+    embedder_languages: list[str] | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # CPU threads for torch (0: torch's default, one per core). 1 keeps a small VM that other
     # processes share from collapsing: torch's spinning threads slow down 5-30x under contention.
@@ -82,6 +88,16 @@ class Settings(BaseSettings):
     chunk_size: int = Field(500, gt=0)
     chunk_overlap: int = Field(60, ge=0)
     max_file_mb: float = Field(50.0, gt=0)
+    # Per-file limits: a breach is that file's failure line; the other files are ingested.
+    max_file_seconds: float = Field(600.0, gt=0)  # wall time to load one file (checked per page/1000 rows)
+    max_html_depth: int = Field(256, ge=8)  # element nesting (the HTML parser's own limit is 256)
+    max_rows: int = Field(100_000, ge=1)  # records in one CSV/JSONL file
+    max_chunks: int = Field(20_000, ge=1)  # chunks from one document
+    min_chunk_chars: int = Field(40, ge=0)  # smaller fragments merge into a neighbour (character cells)
+    # OCR of pages without a text layer and of image files (RapidOCR on CPU, models in the wheel).
+    ocr: bool = True
+    ocr_max_pages: int = Field(50, ge=1)  # pages OCR'd per document; more fails that document
+    ocr_timeout_s: float = Field(300.0, gt=0)  # OCR time per document, checked after each page
     # Serving.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -25,6 +25,27 @@ class Chunk:
     position: int  # 0-based index of the chunk within its document
     section: str  # heading path, e.g. "Handbook > Safety > Fire drills" ("" when none)
     text: str
+    page: int | None = None  # 1-based PDF page (or image frame) the chunk starts on
+    row_start: int | None = None  # CSV/JSONL rows the chunk holds (a CSV header is row 1)
+    row_end: int | None = None
+    ocr: bool = False  # the text was recognised from an image (OCR), not read from a text layer
+
+    def citation(self) -> str:
+        """Where the chunk came from, as a reader cites it: "manual.pdf, p. 12, § Setup > 3.2"."""
+        return cite(self.source, self.section, self.page, self.row_start, self.row_end)
+
+
+def cite(source: str, section: str = "", page: int | None = None, row_start: int | None = None,
+         row_end: int | None = None) -> str:
+    """A citation string from a chunk's origin fields (shared by the API's sources and the UI)."""
+    parts = [source.rsplit("/", 1)[-1] or source]
+    if page is not None:
+        parts.append(f"p. {page}")
+    if row_start is not None:
+        parts.append(f"row {row_start}" if row_end in (None, row_start) else f"rows {row_start}-{row_end}")
+    if section:
+        parts.append(f"§ {section}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

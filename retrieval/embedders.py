@@ -101,11 +101,62 @@ def same_embedder(recorded: str, current: str) -> bool:
     return fp_a is not None and fp_a == fp_b
 
 
-class SentenceTransformerEmbedder:
-    """A sentence-transformers model giving L2-normalised float32 vectors, encoded in batches."""
+# Prompts of well-known retrieval models whose configs predate sentence-transformers' `prompts` field:
+# (name pattern, query prompt, passage prompt), from their model cards.
+KNOWN_PROMPTS: tuple[tuple[re.Pattern, str, str], ...] = (
+    (re.compile(r"(^|/)(multilingual-)?e5-", re.I), "query: ", "passage: "),
+    (re.compile(r"(^|/)bge-[a-z]+-zh", re.I), "为这个句子生成表示以用于检索相关文章：", ""),
+    (re.compile(r"(^|/)bge-[a-z]+-en", re.I), "Represent this sentence for searching relevant passages: ", ""),
+)
+# Languages of well-known embedders whose cards do not say, or that we ship (lower-case name patterns).
+KNOWN_LANGUAGES: tuple[tuple[re.Pattern, frozenset[str]], ...] = (
+    (re.compile(r"all-minilm|all-mpnet|(^|/)bge-[a-z]+-en|(^|/)e5-(small|base|large)", re.I), frozenset({"en"})),
+    (re.compile(r"bge-m3|multilingual|labse|paraphrase-multilingual", re.I), frozenset({"multilingual"})),
+    (re.compile(r"(^|/)bge-[a-z]+-zh|text2vec|m3e", re.I), frozenset({"zh"})),
+)
+QUERY_KEYS = ("query",)
+PASSAGE_KEYS = ("passage", "document", "doc", "corpus")
 
-    def __init__(self, spec: str, location: str, *, device: str = "cpu",
-                 batch_size: int = 64) -> None:
+
+def default_prompts(spec: str, configured: dict[str, str] | None) -> tuple[str, str]:
+    """(query prompt, passage prompt): the model's own `prompts` config first, else the known family's."""
+    configured = configured or {}
+    query = next((configured[k] for k in QUERY_KEYS if configured.get(k)), None)
+    passage = next((configured[k] for k in PASSAGE_KEYS if configured.get(k)), None)
+    if query is not None or passage is not None:
+        return query or "", passage or ""
+    for pattern, q, p in KNOWN_PROMPTS:
+        if pattern.search(spec):
+            return q, p
+    return "", ""
+
+
+def known_languages(spec: str) -> frozenset[str] | None:
+    """The languages of a well-known embedder by its name, None when not known."""
+    return next((langs for pattern, langs in KNOWN_LANGUAGES if pattern.search(spec)), None)
+
+
+def english_only(languages: frozenset[str] | None) -> bool:
+    """Whether an embedder reads English alone (so its ranking of a Chinese query is noise)."""
+    return bool(languages) and languages <= {"en", "english"}
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model giving L2-normalised float32 vectors, encoded in batches.
+
+    Queries and passages get the model's prompts (`embed_query` / `embed`): the `query_prompt` /
+    `passage_prompt` given (settings `embedder_query_prompt` / `embedder_passage_prompt`), else the
+    `prompts` of its config_sentence_transformers.json (keys "query" and "passage"/"document"), else
+    the prefixes the model cards of E5 ("query: "/"passage: ") and BGE (the query instruction) ask for.
+    Vectors are always L2-normalised: these models are trained for cosine similarity, which FAISS's
+    inner product then computes. Prompts other than none enter the weights fingerprint in `name`, so an
+    index built without them is not silently searched with them.
+    `languages`: given (setting `embedder_languages`), else the model card's, else `KNOWN_LANGUAGES`.
+    """
+
+    def __init__(self, spec: str, location: str, *, device: str = "cpu", batch_size: int = 64,
+                 query_prompt: str | None = None, passage_prompt: str | None = None,
+                 languages: Sequence[str] | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         if batch_size < 1:
@@ -122,9 +173,17 @@ class SentenceTransformerEmbedder:
         if not dim:
             raise ModelNotFoundError(f"embedder {spec!r} does not report an embedding dimension")
         self._dim = int(dim)
-        self._name = f"{spec}{FINGERPRINT_SEP}{model_fingerprint(self.model)}"
+        own_query, own_passage = default_prompts(f"{spec} {location}", getattr(self.model, "prompts", None))
+        self.query_prompt = own_query if query_prompt is None else query_prompt
+        self.passage_prompt = own_passage if passage_prompt is None else passage_prompt
+        fingerprint = model_fingerprint(self.model)
+        if self.query_prompt or self.passage_prompt:
+            fingerprint = hashlib.sha256(f"{fingerprint}\x00{self.query_prompt}\x00{self.passage_prompt}"
+                                         .encode()).hexdigest()[:12]
+        self._name = f"{spec}{FINGERPRINT_SEP}{fingerprint}"
         # e.g. {"en"} for all-MiniLM-L6-v2: hybrid search then ranks Chinese queries by BM25 only
-        self.languages = model_languages(location)
+        self.languages = (frozenset(x.lower() for x in languages) if languages
+                          else model_languages(location) or known_languages(f"{spec} {location}"))
         self.calls = 0  # number of embed() calls that encoded at least one text (for tests)
 
     @property
@@ -143,16 +202,22 @@ class SentenceTransformerEmbedder:
         return [len(row) for row in ids]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts into unit-norm float32 rows, in batches of similar token length.
+        """Encode passages (with the passage prompt) into unit-norm float32 rows, batched by token length.
 
         sentence-transformers sorts by character length, which mixes 250-character Chinese
         chunks (~250 tokens) with 250-character English ones (~55 tokens) in one padded batch;
         sorting by token count cuts the padded work by ~40% on a mixed corpus.
         """
+        return self._encode([self.passage_prompt + t for t in texts])
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """One query's unit-norm vector, with the query prompt."""
+        return self._encode([self.query_prompt + query])[0]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         self.calls += 1
-        texts = list(texts)
         order = (np.argsort(self.token_lengths(texts), kind="stable")
                  if len(texts) > self.batch_size else np.arange(len(texts)))
         out = np.empty((len(texts), self._dim), dtype=np.float32)
@@ -164,8 +229,12 @@ class SentenceTransformerEmbedder:
         return out
 
 
-def load_embedder(spec: str, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
-    """Build the embedder named by `spec` (embedded:<name>, HF id, local dir, import:<m>:<f>)."""
+def load_embedder(spec: str, *, device: str = "cpu", batch_size: int = 64, query_prompt: str | None = None,
+                  passage_prompt: str | None = None, languages: Sequence[str] | None = None) -> Embedder:
+    """Build the embedder named by `spec` (embedded:<name>, HF id, local dir, import:<m>:<f>).
+
+    `query_prompt` / `passage_prompt` / `languages` override the model's own (see SentenceTransformerEmbedder).
+    """
     from ragtune.models import resolve_embedder
 
     spec = spec.strip()
@@ -173,8 +242,9 @@ def load_embedder(spec: str, *, device: str = "cpu", batch_size: int = 64) -> Em
         return _imported_embedder(spec)
     resolved = resolve_embedder(spec)
     log.info("loading embedder %s from %s (%s)", spec, resolved.location, resolved.how)
-    return SentenceTransformerEmbedder(spec, resolved.location, device=device,
-                                       batch_size=batch_size)
+    return SentenceTransformerEmbedder(spec, resolved.location, device=device, batch_size=batch_size,
+                                       query_prompt=query_prompt, passage_prompt=passage_prompt,
+                                       languages=languages)
 
 
 def _imported_embedder(spec: str) -> Embedder:

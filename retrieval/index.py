@@ -29,7 +29,7 @@ from ragtune.errors import ConfigError, IndexMismatchError, NotFoundError, Ragtu
 from ragtune.prompts import is_chinese
 from ragtune.types import Chunk, Embedder, Hit, Retriever, SearchMode
 from retrieval.bm25 import BM25Index
-from retrieval.embedders import same_embedder, split_name
+from retrieval.embedders import english_only, same_embedder, split_name
 from retrieval.faiss_index import DenseIndex
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.store import ChunkStore, DocumentRecord, NewChunk
@@ -310,15 +310,17 @@ class HybridIndex(Retriever):
         return [Hit(chunks[i], score) for i, score in ranked if i in chunks]
 
     def reads(self, query: str) -> bool:
-        """Whether the embedder understands the query's language (from its model card).
+        """Whether the embedder's dense ranking takes part for this query.
 
-        all-MiniLM-L6-v2 is English-only: its ranking of a Chinese query is noise that drags the
-        fusion down (hit@5 on the shipped Chinese questions: 0.81 fused vs 1.00 BM25 alone), so
-        hybrid search ranks such queries by BM25 alone. Embedders that declare no languages
-        (or Chinese, or "multilingual") always take part.
+        Only an English-only embedder sits out, and only for Chinese queries: all-MiniLM-L6-v2's
+        ranking of a Chinese query is noise that drags the fusion down (hit@5 on the shipped Chinese
+        questions: 0.81 fused vs 1.00 BM25 alone), so hybrid search ranks such queries by BM25 alone.
+        "English-only" means the languages the embedder declares (setting `embedder_languages`, else
+        its model card's `language:`, else `retrieval.embedders.KNOWN_LANGUAGES`) are English alone;
+        a multilingual or Chinese embedder (bge-m3, bge-small-zh, multilingual-e5), or one that
+        declares nothing, always takes part.
         """
-        langs = getattr(self.embedder, "languages", None)
-        return not (langs and is_chinese(query) and not langs & {"zh", "multilingual"})
+        return not (english_only(getattr(self.embedder, "languages", None)) and is_chinese(query))
 
     def _query_vector(self, query: str) -> np.ndarray:
         """The query's embedding, from a small LRU cache (eval and A/B runs repeat questions)."""
@@ -327,7 +329,8 @@ class HybridIndex(Retriever):
             if cached is not None:
                 self._query_cache.move_to_end(query)
                 return cached
-        vector = self.embedder.embed([query])[0]
+        embed_query = getattr(self.embedder, "embed_query", None)  # with the model's query prompt
+        vector = embed_query(query) if embed_query else self.embedder.embed([query])[0]
         with self._lock:
             self._query_cache[query] = vector
             while len(self._query_cache) > QUERY_CACHE_SIZE:
@@ -392,5 +395,8 @@ def open_index(settings: Settings, embedder: Embedder | None = None, *,
             spec = recorded_embedder(index_dir) or spec
         if not create and not (index_dir / DB_FILE).is_file():
             raise NotFoundError(f"no index in {index_dir}; run `ingest PATH...` first")
-        embedder = load_embedder(spec, device=settings.device, batch_size=batch_size)
+        embedder = load_embedder(spec, device=settings.device, batch_size=batch_size,
+                                 query_prompt=settings.embedder_query_prompt,
+                                 passage_prompt=settings.embedder_passage_prompt,
+                                 languages=settings.embedder_languages)
     return HybridIndex.open(index_dir, embedder, create=create)

@@ -54,7 +54,11 @@ CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id, position);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0');
 """
 
-CHUNK_COLUMNS = "c.id, d.source, c.position, c.section, c.text"
+CHUNK_COLUMNS = "c.id, d.source, c.position, c.section, c.text, c.page, c.row_start, c.row_end, c.ocr"
+# Columns added after the first release: (name, SQL type and default). `ChunkStore` adds the missing ones to
+# an existing database on open (ALTER TABLE ... ADD COLUMN keeps every row; old chunks read as "unknown").
+ORIGIN_COLUMNS = (("page", "INTEGER"), ("row_start", "INTEGER"), ("row_end", "INTEGER"),
+                  ("ocr", "INTEGER NOT NULL DEFAULT 0"))
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,15 @@ class NewChunk:
     content_hash: str
     tokens: Sequence[str]
     embedding: np.ndarray
+    page: int | None = None
+    row_start: int | None = None
+    row_end: int | None = None
+    ocr: bool = False
+
+
+def _chunk(r: Sequence) -> Chunk:
+    """A Chunk from a row of CHUNK_COLUMNS."""
+    return Chunk(r[0], r[1], r[2], r[3], r[4], page=r[5], row_start=r[6], row_end=r[7], ocr=bool(r[8]))
 
 
 def _record(row: sqlite3.Row) -> DocumentRecord:
@@ -109,6 +122,22 @@ class ChunkStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the chunk-origin columns to a database made before they existed (one transaction)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
+        missing = [(name, kind) for name, kind in ORIGIN_COLUMNS if name not in have]
+        if not missing:
+            return
+        self._begin()
+        try:
+            for name, kind in missing:
+                self._db.execute(f"ALTER TABLE chunks ADD COLUMN {name} {kind}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -168,7 +197,7 @@ class ChunkStore:
             sql += " WHERE d.path = ? OR d.source = ?"
             params = (source, source)
         rows = self._query(sql + " ORDER BY d.source, d.path, c.position", params)
-        return [Chunk(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [_chunk(r) for r in rows]
 
     def chunks_by_ids(self, ids: Sequence[int]) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
@@ -177,7 +206,7 @@ class ChunkStore:
             rows = self._query(
                 f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id "
                 f"WHERE c.id IN ({','.join('?' * len(part))})", part)
-            out.update({r[0]: Chunk(r[0], r[1], r[2], r[3], r[4]) for r in rows})
+            out.update({r[0]: _chunk(r) for r in rows})
         return out
 
     def embeddings(self, ids: Sequence[int] | None, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,9 +280,11 @@ class ChunkStore:
                 for ch in chunks:
                     cur = self._db.execute(
                         "INSERT INTO chunks(document_id, position, section, text, content_hash,"
-                        " tokens, embedding) VALUES (?,?,?,?,?,?,?)",
+                        " tokens, embedding, page, row_start, row_end, ocr)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (doc_id, ch.position, ch.section, ch.text, ch.content_hash,
-                         " ".join(ch.tokens), np.asarray(ch.embedding, np.float32).tobytes()))
+                         " ".join(ch.tokens), np.asarray(ch.embedding, np.float32).tobytes(),
+                         ch.page, ch.row_start, ch.row_end, int(ch.ocr)))
                     added.append(int(cur.lastrowid))
                 self._bump()
                 self._db.execute("COMMIT")

@@ -122,8 +122,7 @@ class Assistant:
         started = time.perf_counter()
         hits = self.retrieve(question, top_k)
         retrieval_ms = (time.perf_counter() - started) * 1000
-        sources = [Source(i, h.chunk.source, h.chunk.position, h.chunk.section, round(h.score, 6),
-                          h.chunk.text) for i, h in enumerate(hits, start=1)]
+        sources = [Source.from_hit(i, h) for i, h in enumerate(hits, start=1)]
         chunks = [h.chunk for h in hits]
         score = self.answerability(question, hits)
         if self.config.refuse_without_context and (

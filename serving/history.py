@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ragtune.errors import NotFoundError
+from ragtune.types import Hit
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,18 @@ class Source:
     section: str
     score: float
     text: str
+    page: int | None = None  # 1-based PDF page (or image frame) the passage starts on
+    row_start: int | None = None  # CSV/JSONL rows of the passage
+    row_end: int | None = None
+    ocr: bool = False  # the passage was read by OCR
+    citation: str = ""  # "manual.pdf, p. 12, § 3.2"
+
+    @classmethod
+    def from_hit(cls, n: int, hit: Hit) -> Source:
+        """Passage `[n]` from a retrieved chunk, its origin (page, rows, section) and citation kept."""
+        c = hit.chunk
+        return cls(n, c.source, c.position, c.section, round(hit.score, 6), c.text, page=c.page,
+                   row_start=c.row_start, row_end=c.row_end, ocr=c.ocr, citation=c.citation())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,11 +21,18 @@ def escape(text: str) -> str:
 
 
 def source_label(source: dict[str, Any]) -> str:
-    """`[n] file › section` as shown above a passage (HTML-escaped)."""
+    """`[n] file, p. 12 › section` as shown above a passage (HTML-escaped; page/rows when known)."""
     where = escape(str(source.get("source", "?")))
+    if source.get("page") is not None:
+        where += f", p. {escape(str(source['page']))}"
+    start, end = source.get("row_start"), source.get("row_end")
+    if start is not None:
+        where += f", row {start}" if end in (None, start) else f", rows {start}-{end}"
     section = source.get("section") or ""
     if section:
         where += f" › {escape(str(section))}"
+    if source.get("ocr"):
+        where += " (OCR)"
     return f"[{source.get('n', '?')}] {where}"
 
 

@@ -38,7 +38,7 @@ class Target:
 
     source: str
     output: str
-    kind: str  # docx | pdf | text
+    kind: str  # docx | pdf | text | scan (an image-only PDF, see build_scan.py)
     encoding: str | None = None  # for kind == "text"
     newline: str = "\n"
     language: str = "en"
@@ -49,6 +49,7 @@ TARGETS = (
     Target("travel-and-expenses.md", "policies/travel-and-expenses.docx", "docx"),
     Target("field-safety-procedures.md", "safety/field-safety-procedures.pdf", "pdf"),
     Target("calibration-procedure.md", "calibration/calibration-procedure.pdf", "pdf"),
+    Target("qinglan-reference-standards-scan.txt", "zh/qinglan-reference-standards-scan.pdf", "scan", language="zh"),
     Target("qinglan-expense-rules.txt", "zh/qinglan-expense-rules.txt", "text", "gb18030", "\r\n", "zh"),
     Target("customer-faq-zh.txt", "zh/customer-faq-zh.txt", "text", "utf-16", "\r\n", "zh"),
     Target("taipei-office-guide.txt", "zh/taipei-office-guide.txt", "text", "big5", "\n", "zh-Hant"),
@@ -242,6 +243,11 @@ def build_target(target: Target) -> bytes:
     title = source_text.splitlines()[0].lstrip("# ").strip()
     if target.kind == "docx":
         return build_docx(source_text, title)
+    if target.kind == "scan":
+        sys.path.insert(0, str(TOOLS))
+        from build_scan import build_scan
+
+        return build_scan(source_text, title, FIXED_DATE)
     if target.kind == "pdf":
         code = re.search(r"Document code: ([A-Z]+-[A-Z]+-\d+)", source_text)
         return build_pdf(source_text, title, code.group(1) if code else "Lumenhollow")
@@ -264,6 +270,7 @@ def manifest_entries(docs: Path) -> list[dict]:
             "encoding": encoding,
             "language": language,
             "generated_from": f"data/tools/sources/{target.source}" if target else None,
+            **({"scanned": True} if target and target.kind == "scan" else {}),
         })
     return entries
 

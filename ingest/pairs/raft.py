@@ -98,8 +98,15 @@ def rows_for_pairs(pairs: Sequence[tuple[QAPair, Chunk]], pool: DistractorPool,
     """Plain and/or context rows for each (pair, oracle chunk), per `cfg.mode`."""
     out: list[dict] = []
     for pair, chunk in pairs:
+        where = origin(chunk)
         if cfg.mode in ("plain", "both"):
-            out.append(plain_row(pair, system))
+            out.append({**plain_row(pair, system), **where})
         if cfg.mode in ("context", "both"):
-            out.append(context_row(pair, chunk, pool, cfg, system))
+            out.append({**context_row(pair, chunk, pool, cfg, system), **where})
     return out
+
+
+def origin(chunk: Chunk) -> dict:
+    """Where the oracle chunk came from, kept as extra columns of the row (page, rows, section, citation)."""
+    return {"page": chunk.page, "row_start": chunk.row_start, "row_end": chunk.row_end,
+            "section": chunk.section, "citation": chunk.citation()}

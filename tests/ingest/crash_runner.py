@@ -7,8 +7,9 @@ execution reaches the point, the process kills itself with SIGKILL. Points:
   COMMIT (`ChunkStore.replace_document`'s generation bump);
 - `pipeline.after_commit`: a new or changed document's transaction committed
   (`IngestRun._commit` returned);
-- `pipeline.after_removals`: vanished documents removed, nothing new embedded yet;
-- `pipeline.before_persist`: every document committed, FAISS/BM25 files not yet written;
+- `pipeline.after_removals`: every document committed and the vanished ones removed
+  (`IngestRun._remove_missing` returned), FAISS/BM25 files not yet written;
+- `pipeline.before_persist`: the same moment, seen from `HybridIndex.persist`'s start;
 - `faiss.tmp_written`: the FAISS temp file written and fsync'd, not yet renamed over the old.
 With no point, the ingest runs unwrapped. The exit status is the ingest's.
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ingest.commands import ingest  # noqa: E402
 from ingest.pipeline import IngestRun  # noqa: E402
-from retrieval.index import FAISS_FILE  # noqa: E402
+from retrieval.index import FAISS_FILE, HybridIndex  # noqa: E402
 from retrieval.store import ChunkStore  # noqa: E402
 
 POINTS = ("store.before_commit", "pipeline.after_commit", "pipeline.after_removals",
@@ -81,8 +82,8 @@ def install(crash: Crash) -> None:
     around(ChunkStore, "_bump", after=lambda: getattr(in_replace, "on", False)
            and crash.reached("store.before_commit"))
     around(IngestRun, "_commit", after=lambda: crash.reached("pipeline.after_commit"))
-    around(IngestRun, "_embed_and_commit", before=lambda: crash.reached("pipeline.after_removals"),
-           after=lambda: crash.reached("pipeline.before_persist"))
+    around(IngestRun, "_remove_missing", after=lambda: crash.reached("pipeline.after_removals"))
+    around(HybridIndex, "persist", before=lambda: crash.reached("pipeline.before_persist"))
     replace = os.replace
 
     def replace_faiss(src, dst, *args, **kwargs):

@@ -25,7 +25,7 @@ def tree(tmp_path: Path) -> Path:
     for rel in ["b.md", "a.txt", "sub/z.html", "sub/deeper/c.PDF", "sub/y.docx", "data.jsonl", "t.csv",
                 "m.markdown", "p.htm", "q.json",
                 ".hidden.txt", ".git/config.txt", "sub/.cache/x.md", "~$lock.docx",
-                "image.png", "notes.rtf", "noext"]:
+                "image.bmp", "notes.rtf", "noext"]:
         touch(root / rel)
     return root
 
@@ -45,13 +45,13 @@ def test_folder_recurses_sorted_skipping_hidden_and_unsupported(tree: Path) -> N
 
 
 def test_files_given_directly(tree: Path) -> None:
-    files, failures = discover([tree / "sub" / "z.html", tree / ".hidden.txt", tree / "image.png",
+    files, failures = discover([tree / "sub" / "z.html", tree / ".hidden.txt", tree / "image.bmp",
                                 tree / "noext"])
     assert rel(files, tree) == ["sub/z.html", ".hidden.txt"]  # argument order; a named hidden file is taken
-    assert [f.path for f in failures] == [str(tree / "image.png"), str(tree / "noext")]
-    assert "unsupported file type '.png'" in failures[0].reason
+    assert [f.path for f in failures] == [str(tree / "image.bmp"), str(tree / "noext")]
+    assert "unsupported file type '.bmp'" in failures[0].reason
     assert ".docx" in failures[0].reason  # lists what is supported
-    assert isinstance(failures[0], FileFailure) and str(failures[0]).startswith(str(tree / "image.png"))
+    assert isinstance(failures[0], FileFailure) and str(failures[0]).startswith(str(tree / "image.bmp"))
 
 
 def test_missing_path_is_a_failure_and_others_still_found(tree: Path) -> None:
@@ -103,7 +103,7 @@ def test_broken_symlink(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     root.mkdir()
     (root / "gone.md").symlink_to(root / "missing.md")
-    (root / "gone-image.png").symlink_to(root / "missing.png")  # unsupported: skipped silently
+    (root / "gone-image.bmp").symlink_to(root / "missing.bmp")  # unsupported: skipped silently
     files, failures = discover([root])
     assert files == []
     assert failures == [FileFailure(str(root / "gone.md"), "broken symlink")]

@@ -115,7 +115,7 @@ def test_html_headings_tables_and_dropped_scripts(tmp_path: Path) -> None:
     doc = load(write(tmp_path / "page.htm", html))
     assert doc.format == "html"
     assert doc.text == ("# Operations Handbook\n\nOpening hours are 9 to 5.\nClosed on Sundays.\n\n## Prices\n\n"
-                        "Item | Price\nXR-200 | 99\n\n- First\n- Second")
+                        "| Item | Price |\n|---|---|\n| XR-200 | 99 |\n\n- First\n- Second")
 
 
 def test_indented_html_lines_are_stripped(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_docx_headings_tables_and_lists(tmp_path: Path) -> None:
     doc = load(make_docx(tmp_path / "handbook.docx"))
     assert doc.format == "docx" and doc.encoding is None
     assert doc.text == ("# Operations Handbook\n\nWelcome to the institute.\n\n## Leave\n\nApply two weeks ahead."
-                        "\n\n- Bring the form\n\nType | Days | Paid\nAnnual | 15 | yes\n\n### 细则\n\n" + SIMPLIFIED)
+                        "\n\n- Bring the form\n\n| Type | Days | Paid |\n|---|---|---|\n| Annual | 15 | yes |\n\n### 细则\n\n" + SIMPLIFIED)
 
 
 def make_pdf(path: Path, pages: list[str]) -> Path:
