@@ -145,11 +145,9 @@ def _ingest(services: Services, settings: Settings, lock: threading.Lock,
 
     with lock:
         index = _index(services, settings, create=True)
-        cfg = IngestConfig(paths=paths, chunk_size=settings.chunk_size,
-                           chunk_overlap=settings.chunk_overlap,
-                           embedder=embedder_spec(index.embedder), keep_missing=keep_missing,
-                           max_file_mb=settings.max_file_mb,
-                           within=tuple(str(r) for r in settings.document_roots))
+        cfg = IngestConfig.from_settings(paths, settings, embedder=embedder_spec(index.embedder),
+                                         keep_missing=keep_missing,
+                                         within=tuple(str(r) for r in settings.document_roots))
         report = run_ingest(cfg, index, progress=False)
         return {"report": report.to_dict(), "summary": report.summary(),
                 **_listing(index, settings)}
