@@ -107,7 +107,17 @@ class BM25Index:
         return [(int(self.ids[i]), float(scores[i])) for i in top if scores[i] > 0]
 
     def save(self, path: Path) -> None:
-        """Write the index to one .npz file atomically."""
+        """Write the index to one .npz file atomically.
+
+        Not bm25s's own `BM25.save`/`load`, on purpose: they write a *directory* of several
+        files (params.index.json, vocab.index.json, data/indices/indptr .npy), which cannot be
+        swapped in atomically, so a SIGKILL mid-save would leave a mix of old and new files
+        that loads without error and scores wrongly. One .npz written to a temp file, fsync'd
+        and `os.replace`d is all-or-nothing; the arrays are exactly the ones bm25s saves
+        (`scores` CSC arrays, `vocab_dict`, k1/b/delta), and `load` rebuilds the `BM25` object
+        from them. Revisit if bm25s grows a single-file or atomic save (versioned directories
+        with a pointer file would be the alternative; the crash tests cover either).
+        """
         arrays: dict[str, np.ndarray] = {"version": np.asarray(FORMAT_VERSION),
                                          "ids": self.ids}
         if self._model is not None:
