@@ -32,6 +32,7 @@ class Reply:
     answer_kind: str = "generated"  # generated | extracted | refused (the service's verdict)
     grounding: dict[str, Any] = field(default_factory=dict)
     generated: str = ""  # the model's own text when the service replaced it
+    pages: list[int | None] = field(default_factory=list)  # page of each passage, [n] order
 
 
 class Answerer(ABC):
@@ -70,15 +71,16 @@ class AssistantAnswerer(Answerer):
         replies = []
         for prompt in prompts:
             sources = [s.source for s in prompt.sources]
+            pages = [s.page for s in prompt.sources]
             if prompt.refusal is not None:  # nothing relevant retrieved: the service refuses
                 _, kind, verdict = self.assistant.ground(prompt, prompt.refusal, refused=True)
-                replies.append(Reply(prompt.refusal, "", sources, 0, kind, verdict))
+                replies.append(Reply(prompt.refusal, "", sources, 0, kind, verdict, pages=pages))
                 continue
             result = next(results)
             reasoning, text = split_reasoning(result.text)
             final, kind, verdict = self.assistant.ground(prompt, text)
             replies.append(Reply(final, reasoning, sources, result.completion_tokens, kind,
-                                 verdict, text if final != text else ""))
+                                 verdict, text if final != text else "", pages))
         return replies
 
     def close(self) -> None:
@@ -133,7 +135,8 @@ class HttpAnswerer(Answerer):
         return Reply(body.get("answer", ""), body.get("reasoning") or "",
                      [s.get("source", "") for s in body.get("sources") or []],
                      int(usage.get("completion_tokens", 0)), body.get("answer_kind", "generated"),
-                     body.get("grounding") or {}, body.get("generated") or "")
+                     body.get("grounding") or {}, body.get("generated") or "",
+                     [s.get("page") for s in body.get("sources") or []])
 
     def answer(self, questions: Sequence[str], *, model: str, use_rag: bool, top_k: int,
                max_new_tokens: int) -> list[Reply]:

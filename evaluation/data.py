@@ -35,6 +35,7 @@ class QAItem:
     question: str
     answer: str | None
     source: str | list[str] | None
+    page: int | None = None  # the page of `source` that holds the answer (PDFs and scans)
 
     @property
     def answerable(self) -> bool:
@@ -68,8 +69,12 @@ def _parse_line(path: Path, line: int, text: str) -> QAItem:
     if answer is not None and (not isinstance(answer, str) or not answer.strip()):
         raise InputError(path, "must be a non-empty string, or null when unanswerable",
                          row=line, field="answer")
+    page = row.get("page")
+    if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
+        raise InputError(path, "must be a page number (1 or more), or left out", row=line,
+                         field="page")
     return QAItem(line, question.strip(), answer.strip() if answer else None,
-                  _check_source(path, line, row.get("source")))
+                  _check_source(path, line, row.get("source")), page)
 
 
 def load_qa(path: Path, limit: int | None = None) -> list[QAItem]:

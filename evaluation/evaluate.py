@@ -10,6 +10,7 @@ stop the eval before any model is loaded.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -196,6 +197,17 @@ def _row(conf: Configuration, item: QAItem, reply: Reply, k: int) -> dict[str, A
             "completion_tokens": reply.completion_tokens, **_trust(item, reply, scores)}
 
 
+def _page_cited(item: QAItem, reply: Reply) -> float | None:
+    """For a question with an expected page: does a cited passage come from that page of the
+    expected document? None when the question names no page or nothing was retrieved."""
+    if item.page is None or not reply.pages:
+        return None
+    expected = [item.source] if isinstance(item.source, str) else list(item.source or [])
+    cited = {int(n) for n in re.findall(r"\[(\d{1,3})\]", reply.answer)}
+    return float(any(1 <= n <= len(reply.pages) and reply.pages[n - 1] == item.page
+                     and any(reply.sources[n - 1].endswith(e) for e in expected) for n in cited))
+
+
 def _trust(item: QAItem, reply: Reply, scores: Any) -> dict[str, Any]:
     """The trust columns of one reply (see `evaluation.report` for their definitions)."""
     verdict = reply.grounding or {}
@@ -205,6 +217,7 @@ def _trust(item: QAItem, reply: Reply, scores: Any) -> dict[str, Any]:
     flagged = refused or reply.answer_kind == "extracted" or supported is False
     correct = bool(scores.contains) if item.answerable else None
     return {"answer_kind": reply.answer_kind, "supported": supported,
+            "page_cited": _page_cited(item, reply),
             "grounding_reason": verdict.get("reason"), "generated": reply.generated,
             "answerability": verdict.get("answerability"),
             "correct": None if correct is None else float(correct),

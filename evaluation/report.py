@@ -53,6 +53,7 @@ def _summary(rows: Sequence[dict]) -> dict[str, Any]:
                            if r.get("answer_kind") == "generated" and r.get("supported")
                            is not None]),
         "extracted": mean([float(r.get("answer_kind") == "extracted") for r in rows]),
+        "page_cited": mean([r.get("page_cited") for r in rows]),
         "hit": mean([r["hit"] for r in rows]),
         "mrr": mean([r["mrr"] for r in rows]),
     }

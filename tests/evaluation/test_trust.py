@@ -100,3 +100,33 @@ def test_eval_calibrate_flag_uses_the_new_gate_in_the_same_run(workspace, tmp_pa
     threshold = read_calibration(load_settings(workspace=workspace).paths.index_dir)["threshold"]
     assert answerer.assistant.config.answerable_threshold == threshold
     assert any(n.startswith("gate calibrated:") for n in result.notes)
+
+
+def test_a_question_with_an_expected_page_scores_whether_that_page_is_cited(workspace, tmp_path):
+    from ragtune.types import Chunk
+
+    chunks = [Chunk(1, "manual.pdf", 0, "Calibration", "The QJ-02 bath is calibrated every "
+                    "6 months.", page=2),
+              Chunk(2, "manual.pdf", 1, "Storage", "Expired standards get a red label.", page=1)]
+    rows = [{"question": "How often is the QJ-02 bath calibrated?", "answer": "6 months",
+             "source": "manual.pdf", "page": 2}]
+    qa = write_qa(tmp_path / "qa.jsonl", rows)
+    cfg = EvalConfig(qa=qa, models="base", k=2, top_k=2, batch_size=2, rerank=False, modes="")
+    replies = {"QJ-02": "Every 6 months [1]."}
+    answerer = AssistantAnswerer(Assistant(CannedGenerator(replies), StaticRetriever(chunks),
+                                           AssistantConfig(answerable_threshold=0.0, top_k=2)))
+    result, _ = run(cfg, answerer=answerer, retriever=StaticRetriever(chunks),
+                    show_progress=False)
+    rag = next(r for r in result.answers if r["rag"])
+    assert rag["answer_kind"] == "generated" and rag["page_cited"] == 1.0  # [1] is page 2
+    wrong = AssistantAnswerer(Assistant(CannedGenerator({"QJ-02": "Every 6 months [2]."}),
+                                        StaticRetriever(chunks),
+                                        AssistantConfig(answerable_threshold=0.0, top_k=2,
+                                                        on_unsupported="flag")))
+    other, _ = run(cfg, answerer=wrong, retriever=StaticRetriever(chunks), show_progress=False)
+    assert next(r for r in other.answers if r["rag"])["page_cited"] == 0.0  # [2] is page 1
+    assert next(c for c in result.configurations if c["rag"])["page_cited"] == rag["page_cited"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**rows[0], "page": 0}) + "\n", encoding="utf-8")
+    with pytest.raises(Exception, match="page"):
+        load_qa(bad)
