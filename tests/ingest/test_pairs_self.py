@@ -79,14 +79,14 @@ def test_prompt_asks_for_chinese_on_chinese_chunks():
 @pytest.mark.integration
 def test_self_generator_with_the_embedded_model(workspace, embedded_generator_dir):
     """SmolLM2-135M writes pairs through ragtune's engine; whatever survives is supported."""
-    pytest.importorskip("serving.engine")
     from ingest.pairs.text import is_supported
+    from serving.loading import load_generator  # what the CLI injects for `--pairs self`
 
     settings = load_settings(workspace=workspace, generator=str(embedded_generator_dir),
                              request_timeout_s=600)
     report = build_pairs(settings, CHUNKS[:1], PairsConfig(
         generator="self", eval_file="", val_ratio=0.0, identity=False, max_pairs_per_chunk=2,
-        self_max_new_tokens=48))
+        self_max_new_tokens=48), local_generator=load_generator)
     assert report.chunks == 1 and report.failed_chunks in (0, 1)
     path = settings.paths.datasets_dir / "ragtune_sft.json"
     rows = json.loads(path.read_text("utf-8")) if path.is_file() else []
@@ -95,3 +95,11 @@ def test_self_generator_with_the_embedded_model(workspace, embedded_generator_di
         if row["kind"] == "plain":
             assert is_supported(row["output"], by_source[row["source"]].text, 0.75)
     assert report.pairs * 2 == len(rows)
+
+
+def test_the_self_generator_without_a_model_says_how_to_get_one(workspace):
+    from ragtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs the local model"):
+        build_pairs(load_settings(workspace=workspace), CHUNKS[:1],
+                    PairsConfig(generator="self", eval_file=""))
