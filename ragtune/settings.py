@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     # calibration beside the index, written by `ragtune eval --calibrate`, else the default).
     on_unsupported: Literal["extract", "refuse", "flag"] = "extract"
     answerable_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    extract_threshold: float = Field(0.0, ge=0.0, le=1.0)  # `extract` quotes only above this
     reranker: str = ""  # a cross-encoder (HF id or local dir) used by serving and eval
     max_new_tokens: int = Field(256, ge=1)
     max_question_chars: int = Field(4000, ge=1)

@@ -245,7 +245,8 @@ class Assistant:
             return text, "generated", out
         if mode == "extract":
             best = grounding.extract(prompt.question, passages)
-            if best is not None and best[2] >= max(self.config.answerable_threshold, 1e-9):
+            floor = max(self.config.answerable_threshold, self.config.extract_threshold, 1e-9)
+            if best is not None and best[2] >= floor:
                 n, sentence, _ = best
                 return quoted_answer(prompt.question, n, sentence), "extracted", {
                     **out, "passage": n, "sentence": sentence}

@@ -82,6 +82,7 @@ class AssistantConfig:
     relevance_threshold: float = 0.0
     on_unsupported: Literal["extract", "refuse", "flag"] = "extract"
     answerable_threshold: float = DEFAULT_ANSWERABLE  # the gate on `grounding.answerability`
+    extract_threshold: float = 0.0  # `extract` quotes only a sentence at least this relevant
     rerank_pool: int = 20  # candidates the reranker (when there is one) chooses the top_k from
     max_new_tokens: int = 256
     search_mode: str = "hybrid"
@@ -98,6 +99,8 @@ class AssistantConfig:
             raise ConfigError("search_mode", self.search_mode, f"use one of {SEARCH_MODES}")
         if self.on_unsupported not in ("extract", "refuse", "flag"):
             raise ConfigError("on_unsupported", self.on_unsupported, "use extract, refuse or flag")
+        if not 0.0 <= self.extract_threshold <= 1.0:
+            raise ConfigError("extract_threshold", self.extract_threshold, "must be between 0 and 1")
         if not 0.0 <= self.answerable_threshold <= 1.0:
             raise ConfigError("answerable_threshold", self.answerable_threshold,
                               "must be between 0 and 1")
@@ -113,6 +116,7 @@ class AssistantConfig:
             threshold = calibration["threshold"] if calibration else DEFAULT_ANSWERABLE
         values = dict(top_k=settings.top_k, relevance_threshold=settings.relevance_threshold,
                       on_unsupported=settings.on_unsupported, answerable_threshold=threshold,
+                      extract_threshold=settings.extract_threshold,
                       max_new_tokens=settings.max_new_tokens,
                       assistant_name=settings.assistant_name, organisation=settings.organisation)
         values.update({k: v for k, v in overrides.items() if v is not None})
