@@ -19,13 +19,15 @@ from evaluation.metrics import mean
 # The table's columns. Trust first: Correct (answerable: the reference is in the final answer),
 # Wrong-unflagged (answerable: not correct yet neither refused, extracted nor marked
 # unsupported; unanswerable: answered with a generated answer that is not marked), refusals
-# on unanswerable and answerable questions, Supported (share of generated answers whose
-# grounding check passed) and Extracted (share answered by quoting a passage sentence).
+# on unanswerable and answerable questions, Supported (share of the model's answers, before
+# any replacement, whose grounding check passed; its own "I don't know" is no claim and not
+# counted) and Extracted (share answered by quoting a passage sentence).
 ANSWER_METRICS = ("correct", "wrong_unflagged", "refusal_unanswerable", "refusal_answerable",
                   "supported", "extracted", "f1", "citation")
 TRUST_CHART = ("correct", "wrong_unflagged", "refusal_unanswerable", "refusal_answerable",
                "supported", "extracted")
 RETRIEVAL_METRICS = ("hit", "recall", "mrr")
+MODEL_REFUSED = "the model said it does not know"  # serving.assistant's reason: not a claim
 LABELS = {"exact_match": "EM", "f1": "F1", "contains": "Contain", "rouge_l": "ROUGE-L",
           "refusal_rate": "Refusal", "citation": "Cite", "hit": "hit@k", "recall": "recall@k",
           "mrr": "MRR", "correct": "Correct", "wrong_unflagged": "Wrong-unfl",
@@ -49,9 +51,8 @@ def _summary(rows: Sequence[dict]) -> dict[str, Any]:
         "citation": mean([r["citation"] for r in rows]),
         "correct": mean([r.get("correct") for r in answerable]),
         "wrong_unflagged": mean([r.get("wrong_unflagged") for r in rows]),
-        "supported": mean([float(r["supported"]) for r in rows
-                           if r.get("answer_kind") == "generated" and r.get("supported")
-                           is not None]),
+        "supported": mean([float(r["supported"]) for r in rows if r.get("supported") is not None
+                           and r.get("grounding_reason") != MODEL_REFUSED]),
         "extracted": mean([float(r.get("answer_kind") == "extracted") for r in rows]),
         "page_cited": mean([r.get("page_cited") for r in rows]),
         "hit": mean([r["hit"] for r in rows]),

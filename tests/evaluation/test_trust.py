@@ -57,7 +57,12 @@ def test_trust_columns_count_what_reaches_the_user(workspace, tmp_path):
     assert car["answer_kind"] in ("refused", "extracted") and car["wrong_unflagged"] == 0.0
     rag = next(c for c in result.configurations if c["rag"])
     assert rag["correct"] == 1.0 and rag["wrong_unflagged"] == 0.0
-    assert rag["supported"] == 1.0 and rag["extracted"] >= 0.25
+    # the model's own answers that were checked: drills and 年假 pass, the made-up leave fails
+    # (the car question never reached the model when the gate refused it: not counted)
+    checked = [r for r in rows.values() if r["supported"] is not None]
+    assert rag["supported"] == pytest.approx(sum(r["supported"] for r in checked) / len(checked))
+    assert drills["supported"] and zh["supported"] and leave["supported"] is False
+    assert rag["extracted"] >= 0.25
     plain = next(c for c in result.configurations if not c["rag"])
     # Without retrieval nothing is checked: the made-up numbers reach the user unflagged.
     assert plain["wrong_unflagged"] >= 0.25 and plain["supported"] is None
