@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     upstream_base_url: str | None = None
     upstream_api_key: SecretStr | None = None
     upstream_model: str | None = None
+    # Does the upstream model's chat template open `<think>` in the prompt, so that its output
+    # starts mid-reasoning with a bare `</think>`? None: decide by the model's name (DeepSeek-R1,
+    # R1 distills, QwQ); set it for a reasoning model served under another name.
+    upstream_opens_thinking: bool | None = None
     top_k: int = Field(4, ge=1, le=50)
     relevance_threshold: float = 0.0  # raw retrieval score floor (mode-specific); prefer the gate
     # Grounding (see docs/serving.md "Grounding"): what a user gets when an answer is not

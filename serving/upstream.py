@@ -42,10 +42,12 @@ class OpenAIUpstreamGenerator(Engine):
     """A `Generator` that forwards chat requests to an OpenAI-compatible server."""
 
     def __init__(self, base_url: str, base_model: str, adapters: Sequence[str] = (),
-                 api_key: str | None = None, timeout_s: float = 120.0) -> None:
+                 api_key: str | None = None, timeout_s: float = 120.0,
+                 opens_thinking: bool | None = None) -> None:
         from openai import OpenAI
 
         self.base_url, self.base_model = base_url, base_model
+        self.opens_thinking = opens_thinking  # None: by the model's name (OPENS_THINKING)
         self.adapters = list(adapters)
         self.client = OpenAI(base_url=base_url, api_key=api_key or "not-needed",
                              timeout=timeout_s, max_retries=0)
@@ -61,7 +63,7 @@ class OpenAIUpstreamGenerator(Engine):
         key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         adapters = sorted(discover_adapters(settings.paths.runs_dir))
         gen = cls(settings.upstream_base_url, settings.upstream_model or "", adapters, key,
-                  settings.request_timeout_s)
+                  settings.request_timeout_s, settings.upstream_opens_thinking)
         if not gen.base_model:
             gen.base_model = gen.first_upstream_model()
         return gen
@@ -125,6 +127,8 @@ class OpenAIUpstreamGenerator(Engine):
         return self._relay(stream, cancel, self._opens_thinking(params["model"]))
 
     def _opens_thinking(self, upstream_model: str) -> bool:
+        if self.opens_thinking is not None:
+            return self.opens_thinking
         names = (upstream_model, self.base_model)
         return any(OPENS_THINKING.search(name or "") for name in names)
 

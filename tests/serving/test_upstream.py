@@ -28,7 +28,7 @@ QUESTION = "How many days of annual leave do employees get?"
 def upstream_app(received: list[dict]) -> FastAPI:
     """A vLLM-like server: `served-base` plus a LoRA module `alpha` that reasons apart."""
     app = FastAPI()
-    served = ["served-base", "alpha"]
+    served = ["served-base", "alpha", "mystery"]
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -43,6 +43,8 @@ def upstream_app(received: list[dict]) -> FastAPI:
             return JSONResponse({"error": {"message": f"The model `{body['model']}` does not "
                                            "exist.", "type": "NotFoundError"}}, 404)
         words = f"<{body['model']}> {body['messages'][-1]['content']}".split(" ")
+        if body["model"] == "mystery":  # a reasoning model under another name: starts mid-thought
+            words = "pondering it </think> The answer.".split(" ")
         words = words[: body.get("max_tokens") or len(words)]
         reasoning = "thinking about it" if body["model"] == "alpha" else None
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
@@ -131,3 +133,25 @@ def test_upstream_failures_are_clear(tmp_path) -> None:
     with pytest.raises(UpstreamError, match="cannot reach the upstream"):
         dead.complete(GenerationRequest([{"role": "user", "content": "hi"}]))
     assert UpstreamError.http_status == 502
+
+
+def test_a_reasoning_model_under_another_name_streams_no_reasoning_as_answer(tmp_path) -> None:
+    """Its output starts mid-reasoning with a bare `</think>`; `upstream_opens_thinking` says so,
+    and the streamed answer events then carry the answer only (issue 12's race)."""
+    from serving.assistant import Assistant, Params
+
+    received: list[dict] = []
+    with serving(upstream_app(received)) as upstream:
+        for declared, reasoning, answer in ((True, "pondering it", "The answer."),):
+            settings = settings_for(tmp_path, generator_backend="openai",
+                                    upstream_base_url=f"{upstream}/v1", upstream_model="mystery",
+                                    upstream_opens_thinking=declared)
+            generator = OpenAIUpstreamGenerator.from_settings(settings)
+            assistant = Assistant(generator)
+            prompt = assistant.prepare("hi", use_rag=False)
+            events = list(assistant.answer_stream(prompt, Params("base", 20)))
+            streamed = "".join(v for k, v in events if k == "answer").strip()
+            done = events[-1][1]
+            assert streamed == answer and done.answer == answer
+            assert done.reasoning.strip() == reasoning
+            assert "</think>" not in streamed
