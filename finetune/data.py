@@ -51,10 +51,18 @@ class StageData:
 
 
 def watch_prompts(tokenizer: Any, examples: list[Any], n: int) -> list[list[int]]:
-    """Prompt ids of the first `n` validation examples as the server renders them (the turns
-    before the answer, chat template with the generation prompt)."""
+    """Prompt ids of `n` validation examples as the server renders them (the turns before the
+    answer, chat template with the generation prompt). Retrieval prompts (a user turn with
+    context passages) come first: a small model degenerates there (`[1]: [1]: …`) long before
+    it does on a closed-book question, so the watch must look where serving will."""
+    def has_context(ex: Any) -> bool:
+        users = [m["content"] for m in ex.messages if m["role"] == "user"]
+        return bool(users) and users[-1].startswith("Context:\n")
+
+    ordered = [ex for ex in examples if has_context(ex)] + [
+        ex for ex in examples if not has_context(ex)]
     prompts = []
-    for ex in examples[:n]:
+    for ex in ordered[:n]:
         turns = ex.messages[:-1] if ex.messages[-1]["role"] == "assistant" else ex.messages
         prompts.append(chat_ids(tokenizer, turns, add_generation_prompt=True))
     return prompts

@@ -76,3 +76,26 @@ def test_keep_best_picks_fewest_degenerate_then_lowest_loss(collapsed_run: RunPa
     assert sorted(p.name for p in collapsed_run.adapter.iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors"]
     assert not collapsed(history=[(0, 4), (2, 4)], samples=4)  # never good: no collapse
+
+
+def test_the_watch_looks_at_retrieval_prompts_first(tiny_llama_dir: Path) -> None:
+    """Serving's failure shows on prompts with passages, so those are the ones watched."""
+    from transformers import AutoTokenizer
+
+    from finetune.data import watch_prompts
+    from finetune.encode import chat_ids
+    from ragtune.datasets import SFTExample
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+    def ex(user: str) -> SFTExample:
+        return SFTExample([{"role": "user", "content": user},
+                           {"role": "assistant", "content": "27 days [1]"}])
+
+    plain = [ex(f"Question {i}?") for i in range(3)]
+    context = [ex(f"Context:\n[1] leave.md\nFull-time staff get 27 days.\n\nQuestion: {i}?")
+               for i in range(2)]
+    prompts = watch_prompts(tok, plain + context, 3)
+    expected = [chat_ids(tok, e.messages[:-1], add_generation_prompt=True)
+                for e in (*context, plain[0])]
+    assert prompts == expected
