@@ -28,7 +28,9 @@ demo: setup
 	$(BIN)/finetune run --config configs/finetune/smollm2-135m-lora.yaml --dataset_dir workspace/datasets
 	$(BIN)/ragtune ui --with_api
 
+# The suite drives a real JDK, Chromium and OCR on rendered CJK text: install them if missing.
 test: setup
+	bash scripts/system-deps.sh
 	$(BIN)/lint-imports
 	$(BIN)/deptry .
 	$(BIN)/python -m pytest -q
