@@ -267,14 +267,18 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     missing = sorted(f for f in facts(claim)
                      if not _has_fact(f, lower) and not _has_fact(f, question_lower))
     claim_terms = terms(claim)
-    new_terms = claim_terms - scorer.question_terms or claim_terms
-    if not new_terms and not facts(claim):
-        return Grounding(False, passage=n, reason="the answer states nothing that can be checked")
-    have = set().union(*(scorer.window_terms(k) for k in units)) if units else set()
-    coverage = _covered(new_terms, have, text)
+    new_terms = claim_terms - scorer.question_terms
+    new_facts = [f for f in facts(claim) if not _has_fact(f, question_lower)]
+    if not new_terms and not new_facts:  # "The release name of X is X.", or the question itself
+        reason = ("the answer only restates the question" if claim_terms else
+                  "the answer states nothing that can be checked")
+        return Grounding(False, passage=n, reason=reason)
     if not units:
         return Grounding(False, passage=n, reason=f"passage [{n}] is empty")
-    k = max(units, key=lambda k: (len(new_terms & scorer.window_terms(k)), -k))
+    have = set().union(*(scorer.window_terms(k) for k in units))
+    coverage = _covered(new_terms, have, text)
+    anchor = new_terms or claim_terms  # the sentence that holds what the answer adds
+    k = max(units, key=lambda k: (len(anchor & scorer.window_terms(k)), -k))
     rel = scorer.relevance(scorer.window_terms(k))
     ratio = rel / best_rel if best_rel > 0 else 1.0
     common = dict(passage=n, sentence=scorer.units[k][2], score=round(coverage, 3),

@@ -116,3 +116,18 @@ def test_extract_and_answerability_prefer_the_sentence_about_the_question():
     n, sentence, relevance = extract(QUESTION, LEAVE)
     assert n == 1 and "27 days" in sentence and relevance == answerability(QUESTION, LEAVE)
     assert answerability("How much does a Tidewell TW-40 logger weigh?", LEAVE) < relevance
+
+
+@pytest.mark.parametrize("answer", [
+    "How many days of annual leave do full-time employees get? [1]",
+    "Full-time employees get annual leave days [1].",
+])
+def test_an_answer_that_only_restates_the_question_fails(answer):
+    """Found in eval: "The release name of Brightwater 4.1.0 is Brightwater 4.1.0." passed."""
+    verdict = check(QUESTION, answer, LEAVE)
+    assert not verdict.supported and verdict.reason == "the answer only restates the question"
+    q = "What is the release name of Brightwater 4.1.0?"
+    passages = [(1, "Brightwater 4.1.0, released in March, is called Mallow Spit.")]
+    assert not check(q, "The release name of Brightwater 4.1.0 is Brightwater 4.1.0.",
+                     passages).supported
+    assert check(q, "Mallow Spit [1]", passages).supported
