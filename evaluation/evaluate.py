@@ -10,7 +10,6 @@ stop the eval before any model is loaded.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from evaluation.backends import Answerer, Reply
 from evaluation.data import QAItem
 from retrieval.rerank import NOT_AVAILABLE, CrossEncoderReranker, reranked_search
 from evaluation.metrics import mean, score_answer, score_retrieval
+from ragtune.prompts import cited_numbers
 from ragtune.errors import ConfigError, ModelNotFoundError
 from ragtune.types import Retriever
 
@@ -203,7 +203,7 @@ def _page_cited(item: QAItem, reply: Reply) -> float | None:
     if item.page is None or not reply.pages:
         return None
     expected = [item.source] if isinstance(item.source, str) else list(item.source or [])
-    cited = {int(n) for n in re.findall(r"\[(\d{1,3})\]", reply.answer)}
+    cited = cited_numbers(reply.answer)
     return float(any(1 <= n <= len(reply.pages) and reply.pages[n - 1] == item.page
                      and any(reply.sources[n - 1].endswith(e) for e in expected) for n in cited))
 

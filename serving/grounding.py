@@ -196,14 +196,21 @@ class _Scorer:
         return -neg_k, self.relevance(self.window_terms(-neg_k))
 
 
+@lru_cache(maxsize=64)
+def _scorer(question: str, passages: tuple[tuple[int, str], ...]) -> _Scorer:
+    """One scorer per (question, passages): the gate, the check and the extraction of one
+    answer all score the same sentences, so they are split and tokenised once."""
+    return _Scorer(question, passages)
+
+
 def answerability(question: str, passages: Sequence[tuple[int, str]]) -> float:
     """How well the best retrieved sentence covers the question's terms (0..1, IDF-weighted)."""
-    return _Scorer(question, passages).best()[1]
+    return _scorer(question, tuple(passages)).best()[1]
 
 
 def extract(question: str, passages: Sequence[tuple[int, str]]) -> tuple[int, str, float] | None:
     """The (passage n, sentence, relevance) that best answers the question, or None."""
-    scorer = _Scorer(question, passages)
+    scorer = _scorer(question, tuple(passages))
     k, rel = scorer.best()
     if k < 0:
         return None
@@ -229,8 +236,8 @@ def check(question: str, answer: str, passages: Sequence[tuple[int, str]],
     for n, quote in quotes:
         if _coverage(quote, by_n[n]) < cfg.quote_coverage:
             return Grounding(False, reason=f"the quote is not in passage [{n}]", cited=cited)
-    scorer = _Scorer(question, passages)
-    best_k, best_rel = scorer.best()
+    scorer = _scorer(question, tuple(passages))
+    best_rel = scorer.best()[1]
     verdicts = [_against(claim, question, n, scorer, best_rel, cfg)
                 for n in (cited or [n for n, _ in passages])]
     good = [v for v in verdicts if v.supported]

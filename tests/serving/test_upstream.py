@@ -142,16 +142,13 @@ def test_a_reasoning_model_under_another_name_streams_no_reasoning_as_answer(tmp
 
     received: list[dict] = []
     with serving(upstream_app(received)) as upstream:
-        for declared, reasoning, answer in ((True, "pondering it", "The answer."),):
-            settings = settings_for(tmp_path, generator_backend="openai",
-                                    upstream_base_url=f"{upstream}/v1", upstream_model="mystery",
-                                    upstream_opens_thinking=declared)
-            generator = OpenAIUpstreamGenerator.from_settings(settings)
-            assistant = Assistant(generator)
-            prompt = assistant.prepare("hi", use_rag=False)
-            events = list(assistant.answer_stream(prompt, Params("base", 20)))
-            streamed = "".join(v for k, v in events if k == "answer").strip()
-            done = events[-1][1]
-            assert streamed == answer and done.answer == answer
-            assert done.reasoning.strip() == reasoning
-            assert "</think>" not in streamed
+        settings = settings_for(tmp_path, generator_backend="openai",
+                                upstream_base_url=f"{upstream}/v1", upstream_model="mystery",
+                                upstream_opens_thinking=True)
+        assistant = Assistant(OpenAIUpstreamGenerator.from_settings(settings))
+        prompt = assistant.prepare("hi", use_rag=False)
+        events = list(assistant.answer_stream(prompt, Params("base", 20)))
+        streamed = "".join(v for k, v in events if k == "answer").strip()
+        done = events[-1][1]
+        assert streamed == "The answer." and done.answer == "The answer."
+        assert done.reasoning.strip() == "pondering it" and "</think>" not in streamed
