@@ -102,7 +102,7 @@ class Assistant:
     def answerability(self, question: str, hits: list[Hit]) -> float:
         """The gate's score: the best sentence's question coverage, averaged with the
         reranker's top score (squashed to 0..1) when a reranker chose the hits."""
-        score = grounding.answerability(question, [(i, h.chunk.text)
+        score = grounding.answerability(question, [(i, h.chunk.text, h.chunk.section)
                                                    for i, h in enumerate(hits, start=1)])
         if self.reranker is not None and hits:
             score = (score + 1 / (1 + math.exp(-hits[0].score))) / 2
@@ -225,7 +225,7 @@ class Assistant:
         if not prompt.use_rag:
             return text, "generated", grounding.Grounding(False, checked=False,
                                                           reason="no retrieval").to_dict()
-        passages = [(s.n, s.text) for s in prompt.sources]
+        passages = [(s.n, s.text, s.section) for s in prompt.sources]
         extra = {"answerability": prompt.answerability}
         if refused:
             why = ("nothing was retrieved" if not passages else

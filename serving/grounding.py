@@ -16,9 +16,17 @@ offline, and a check that runs on every answer must cost ≪ the generation:
    among all retrieved passages. This catches the worst case, a confident citation of a real
    but off-topic sentence ("3 days [3]" from a carry-over rule, asked about annual leave).
 
+4. The question's expected answer type (`answer_types`: a weight, an amount of money, a number
+   or date, a time of day, a code, a person) must be met: an answer to "How much does the TW-40
+   weigh?" that gives no weight is not supported, and only sentences holding such a value (and,
+   when the question names a year or a release number, in a passage that holds it) can be
+   extracted or make the question answerable. This is what tells a near miss from an answer.
+
+A passage's section heading path, shown to the model on its first line, is part of it.
 `extract()` picks the sentence (or table row, with its header) of the retrieved passages that
-best answers the question; `answerability()` is the best sentence's weighted coverage of the
-question, the score that the calibrated "nothing relevant was found" gate compares.
+best answers the question; `answerability()` is that sentence's weighted coverage of the
+question (0 when no sentence holds the asked kind of value), the score that the calibrated
+"nothing relevant was found" gate compares.
 """
 
 from __future__ import annotations
@@ -32,16 +40,25 @@ from functools import lru_cache
 from typing import Any
 
 from ragtune.quality import degeneracy
+from serving import answer_types
 
 
 _CJK = "\u4e00-\u9fff\u3400-\u4dbf"
 _CJK_RUN = re.compile(rf"[{_CJK}]+")
 _WORD = re.compile(rf"[^\W_{_CJK}]+(?:[-'.][^\W_{_CJK}]+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# Years and release numbers a question names (2024, 4.3.1); not amounts ("a claim of £4,000"
+# is asked about a rule for a range) and not codes (S3).
+_ASKED_NUMBER = re.compile(r"(?<![\w.,£$€¥-])(?:(?:19|20)\d\d|\d+\.\d+\.\d+)(?![\w-])")
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _EVIDENCE = re.compile(r'^\s*\[(\d{1,3})\]\s*[:：]\s*["“「](.*?)["”」]?\s*$', re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s+|(?<=[。！？；])|\n+")
 _CJK_STOP = set("的了是在和与或吗呢么什多少几哪怎为如何请问该这那有个中上下对从到被把给让也都就而及其之")
+# Chinese question and function words (jieba words): they say what is asked, not about what.
+_CJK_STOPWORDS = set("""多少 多长 多長 多久 多快 多大 多远 多高 几号 几点 几天 幾天 哪里 哪裡 哪个 哪個 哪些 什么 什麼
+怎么 怎麼 怎样 如何 是否 可以 需要 大家 每个 每個 是不是 有没有 应该 應該 要求 还是 请问""".split())
+# "How long/soon/often ... ?": the word after "how" asks for a value; it is not a topic term.
+_HOW = re.compile(r"how\s+(\w+)", re.I)
 _STOP = set("""a about above after again against all am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from further
 get gets got had has have having he her here hers herself him himself his how i if in into is it
@@ -75,7 +92,8 @@ def _cjk_words(run: str) -> tuple[str, ...]:
 
     if len(run) == 1:
         return (run,) if run not in _CJK_STOP else ()
-    words = [w for w in jieba.lcut(run) if len(w) > 1 and not set(w) <= _CJK_STOP]
+    words = [w for w in jieba.lcut(run)
+             if len(w) > 1 and not set(w) <= _CJK_STOP and w not in _CJK_STOPWORDS]
     return tuple(words)
 
 
@@ -86,6 +104,12 @@ def terms(text: str) -> set[str]:
         out.update(_cjk_words(run))
     out.discard("")
     return out
+
+
+def question_terms(question: str) -> set[str]:
+    """The question's topic terms: `terms` without the value word of "how long/soon/often"."""
+    asked = {_stem(m.group(1)) for m in _HOW.finditer(question)}
+    return terms(question) - asked
 
 
 def facts(text: str) -> set[str]:
@@ -162,53 +186,93 @@ class CheckerConfig:
     relevance_margin: float = 0.7
 
 
-class _Scorer:
-    """Question-term weights (IDF over the retrieved passages' sentences) and sentence scores."""
+Passages = Sequence[tuple[int, str] | tuple[int, str, str]]  # (n, text[, section heading path])
 
-    def __init__(self, question: str, passages: Sequence[tuple[int, str]]) -> None:
-        self.units = [(n, i, s) for n, text in passages for i, s in enumerate(sentences(text))]
-        self.unit_terms = [terms(s) for _, _, s in self.units]
-        self.question_terms = terms(question)
+
+class _Scorer:
+    """Question-term weights (IDF over the retrieved passages' sentences) and sentence scores.
+
+    A passage's section heading path (what the model sees on the passage's first line) is a
+    unit of its own, and its terms count for every sentence of the passage: "released 17
+    September 2024" answers "When was 4.3.1 released?" under the heading "4.3.1 …".
+    """
+
+    def __init__(self, question: str, passages: Passages) -> None:
+        self.units: list[tuple[int, int, str]] = []
+        self.heading: dict[int, set[str]] = {}
+        self.passage_lower: dict[int, str] = {}
+        for n, text, *rest in passages:
+            section = rest[0].strip() if rest and rest[0] else ""
+            self.heading[n] = terms(section)
+            self.passage_lower[n] = f"{section}\n{text}".lower()
+            lines = ([section] if section else []) + sentences(text)
+            self.units.extend((n, i, u) for i, u in enumerate(lines))
+        self.unit_terms = [terms(u) for _, _, u in self.units]
+        self.question_terms = question_terms(question)
+        self.kind = answer_types.expected(question)
+        self.question = question
+        self.asked_numbers = {m.replace(",", "") for m in _ASKED_NUMBER.findall(question)}
         df = Counter(t for ts in self.unit_terms for t in ts & self.question_terms)
         total = max(len(self.units), 1)
         self.weight = {t: math.log(1 + (total + 1) / (df.get(t, 0) + 0.5))
                        for t in self.question_terms}
         self.norm = sum(self.weight.values()) or 1.0
 
-    def relevance(self, unit_terms: set[str]) -> float:
-        return sum(w for t, w in self.weight.items() if t in unit_terms) / self.norm
+    def relevance(self, unit_terms: set[str], text: str = "") -> float:
+        """IDF-weighted share of the question's terms among `unit_terms` (a Chinese term also
+        counts when it is a substring of `text`: jieba cuts 新员工 and 员工 differently)."""
+        return sum(w for t, w in self.weight.items()
+                   if t in unit_terms or (text and _CJK_RUN.fullmatch(t) and t in text)
+                   ) / self.norm
 
-    def window_terms(self, k: int) -> set[str]:
-        n, i, _ = self.units[k]
-        out = set(self.unit_terms[k])
+    def window(self, k: int) -> tuple[set[str], str]:
+        """Terms and text of unit k with its neighbours in the same passage and its heading."""
+        n, _, _ = self.units[k]
+        out, text = set(self.unit_terms[k]) | self.heading.get(n, set()), [self.units[k][2]]
         for j in (k - 1, k + 1):
             if 0 <= j < len(self.units) and self.units[j][0] == n:
                 out |= self.unit_terms[j]
-        return out
+                text.append(self.units[j][2])
+        return out, "\n".join(text)
+
+    def window_terms(self, k: int) -> set[str]:
+        return self.window(k)[0]
+
+    def window_relevance(self, k: int) -> float:
+        return self.relevance(*self.window(k))
+
+    def answers(self, k: int) -> bool:
+        """Whether unit k holds a value of the kind the question asks for (see answer_types),
+        in a passage that holds the numbers the question names ("… in the third quarter of
+        2024" is not answered by a passage that never mentions 2024)."""
+        passage = self.passage_lower[self.units[k][0]]
+        return (all(_has_fact(x, passage) for x in self.asked_numbers)
+                and answer_types.has_value(self.kind, self.units[k][2], self.question))
 
     def best(self) -> tuple[int, float]:
-        """Index of the most relevant unit (ties: earlier passage) and its relevance."""
-        if not self.units:
+        """Index of the most relevant unit that holds a value of the asked kind (ties: earlier
+        passage) and its relevance; (-1, 0.0) when no unit does."""
+        scored = [(self.window_relevance(k) + 0.5 * self.relevance(ts, self.units[k][2]), -k)
+                  for k, ts in enumerate(self.unit_terms) if self.answers(k)]
+        if not scored:
             return -1, 0.0
-        scored = [(self.relevance(self.window_terms(k)) + 0.5 * self.relevance(ts), -k)
-                  for k, ts in enumerate(self.unit_terms)]
-        top, neg_k = max(scored)
-        return -neg_k, self.relevance(self.window_terms(-neg_k))
+        _, neg_k = max(scored)
+        return -neg_k, self.window_relevance(-neg_k)
 
 
 @lru_cache(maxsize=64)
-def _scorer(question: str, passages: tuple[tuple[int, str], ...]) -> _Scorer:
+def _scorer(question: str, passages: tuple[tuple[str | int, ...], ...]) -> _Scorer:
     """One scorer per (question, passages): the gate, the check and the extraction of one
     answer all score the same sentences, so they are split and tokenised once."""
     return _Scorer(question, passages)
 
 
-def answerability(question: str, passages: Sequence[tuple[int, str]]) -> float:
+def answerability(question: str, passages: Passages) -> float:
     """How well the best retrieved sentence covers the question's terms (0..1, IDF-weighted)."""
     return _scorer(question, tuple(passages)).best()[1]
 
 
-def extract(question: str, passages: Sequence[tuple[int, str]]) -> tuple[int, str, float] | None:
+def extract(question: str, passages: Passages) -> tuple[int, str, float] | None:
     """The (passage n, sentence, relevance) that best answers the question, or None."""
     scorer = _scorer(question, tuple(passages))
     k, rel = scorer.best()
@@ -218,14 +282,14 @@ def extract(question: str, passages: Sequence[tuple[int, str]]) -> tuple[int, st
     return n, sentence, rel
 
 
-def check(question: str, answer: str, passages: Sequence[tuple[int, str]],
+def check(question: str, answer: str, passages: Passages,
           config: CheckerConfig | None = None) -> Grounding:
     """Check an answer against the passages it cites (all passages when it cites none)."""
     cfg = config or CheckerConfig()
     if not passages:
         return Grounding(False, checked=False, reason="no passages were retrieved")
     claim, quotes, cited = split_answer(answer)
-    by_n = dict(passages)
+    by_n = {p[0]: "\n".join(x for x in (*p[2:], p[1]) if x) for p in passages}
     bad = [n for n in cited if n not in by_n]
     if bad:
         return Grounding(False, reason=f"cites [{bad[0]}], which is not a retrieved passage",
@@ -239,7 +303,7 @@ def check(question: str, answer: str, passages: Sequence[tuple[int, str]],
     scorer = _scorer(question, tuple(passages))
     best_rel = scorer.best()[1]
     verdicts = [_against(claim, question, n, scorer, best_rel, cfg)
-                for n in (cited or [n for n, _ in passages])]
+                for n in (cited or [p[0] for p in passages])]
     good = [v for v in verdicts if v.supported]
     pick = max(good or verdicts, key=lambda v: (v.score, v.relevance))
     pick.cited = cited
@@ -285,13 +349,17 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     have = set().union(*(scorer.window_terms(k) for k in units))
     coverage = _covered(new_terms, have, text)
     anchor = new_terms or claim_terms  # the sentence that holds what the answer adds
-    k = max(units, key=lambda k: (len(anchor & scorer.window_terms(k)), -k))
-    rel = scorer.relevance(scorer.window_terms(k))
+    k = max(units, key=lambda k: (len(anchor & scorer.window_terms(k)),
+                                  len(anchor & scorer.unit_terms[k]), -k))
+    rel = scorer.window_relevance(k)
     ratio = rel / best_rel if best_rel > 0 else 1.0
     common = dict(passage=n, sentence=scorer.units[k][2], score=round(coverage, 3),
                   relevance=round(min(ratio, 1.0), 3))
     if missing:
         return Grounding(False, reason=f"{', '.join(missing[:3])} not in passage [{n}]", **common)
+    if not answer_types.has_value(scorer.kind, claim, question):
+        return Grounding(False, reason=f"the question asks for a {scorer.kind}; the answer "
+                         "gives none", **common)
     if coverage < cfg.min_coverage:
         return Grounding(False, reason=f"passage [{n}] covers {coverage:.0%} of the answer's "
                          "content", **common)

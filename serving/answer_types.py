@@ -1,0 +1,132 @@
+"""Expected answer types: what kind of value a question asks for, and whether a text holds one.
+
+The classic question-answering filter (TREC-style "expected answer type"): "How much does the
+TW-40 weigh?" asks for a weight, so a sentence about the TW-40 that holds no weight does not
+answer it, however many of the question's words it shares. The lexical grounding check and the
+gate use it to tell a near miss ("the passage is about the right thing but does not say") from
+an answer, which word overlap alone cannot: on `data/eval/qa.jsonl` every unanswerable English
+question had a best sentence covering half its words. Rules, English and Chinese; a question of
+no recognised type (what is X, why, how do I) is not filtered.
+
+A value counts only when the question does not already hold it ("How many days can a Skerrow
+S3 keep running" is not answered by the "3" of "S3").
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+MONEY, WEIGHT, NUMBER, CODE, PERSON, TIME = "money", "weight", "number", "code", "person", "time"
+
+_EN_MONEY = re.compile(r"\b(?:cost|costs|price|priced|fee|fees|charged?|charges|rent|"
+                       r"allowance|subsidy|bonus|reimburs\w*)\b", re.I)
+_EN_WEIGHT = re.compile(r"\b(?:weigh|weighs|weight|heavy)\b", re.I)
+# Asks for a count, a duration, a date or a size, whatever else it names ("How many weeks at full
+# pay", "On which day of the month are salaries paid?"): checked before the other kinds.
+_EN_QUANTITY = re.compile(
+    r"\bhow (?:many|long|often|far|fast|quickly|soon|large|big|old|high|low|deep|wide|tall)\b|"
+    r"\b(?:what|which) (?:date|day|time|year|weekday)\b|\bday of the (?:month|week)\b|"
+    r"\b(?:minimum|maximum) (?:length|number|size|age)\b", re.I)
+_ZH_QUANTITY = re.compile(r"几|幾|多长|多長|多久|多快|多远|多遠|哪天|哪一天|哪年|多少天|多少个|多少個|"
+                          r"多少人|多少小时|多少小時|多少分钟|多少分鐘|多少年|多少次|多少学时|多少學時")
+# Asks for a time of day.
+_TIME_OF_DAY = re.compile(r"\b(?:at )?what time\b|\bwhat hour\b|几点|幾點|什么时间|什麼時間", re.I)
+_TIME_VALUE = re.compile(r"\d{1,2}\s?[:：.]\s?\d{2}|\d{1,2}\s?(?:点|點|时|時)|上午|下午|早上|晚上|中午|凌晨|"
+                         r"\d\s?(?:a\.?m\.?|p\.?m\.?)|\bo'clock\b|\bnoon\b|\bmidnight\b", re.I)
+# Asks "why" or what something means: no value is asked for.
+_NO_VALUE = re.compile(r"^\s*why\b|\bstand for\b|\bmean\??\s*$|为什么|為什麼|什么意思|什麼意思|代表什么|"
+                       r"代表什麼", re.I)
+_EN_NUMBER = re.compile(
+    r"\bhow (?:many|long|often|far|fast|quickly|soon|large|big|old|high|low|deep|wide|much|"
+    r"tall|warm|cold|hot)\b|\bwhat (?:date|time|year|day of the month|percentage|share|"
+    r"temperature|voltage|range|speed|size|length|diameter|distance|depth|height|capacity|"
+    r"rate|interval|version|value|amount|number of)\b|\b(?:on|by|until|from) (?:what|which) "
+    r"(?:date|day|time|year)\b|\bat what (?:time|age|temperature|speed|depth)\b|\bwhich "
+    r"(?:year|date|version|release)\b|\b(?:up to|below|above|over|under) (?:what|which|how)\b|"
+    r"\b(?:minimum|maximum|longest|shortest|largest|smallest|highest|lowest|fastest)\b", re.I)
+_EN_CODE = re.compile(r"\b(?:password|passcode|pin|serial|code|prefix|part number|model number|"
+                      r"phone|telephone|extension|e-?mail|address|url|ip|id)\b", re.I)
+_EN_PERSON = re.compile(r"^\s*(?:who|whom)\b|\bwhich (?:\w+ )?(?:team|person|people|employee|engineer|"
+                        r"manager|supplier|manufacturer|company|customer|department)\b", re.I)
+_ZH_MONEY = re.compile(r"多少钱|多少錢|费用|費用|价格|價格|价钱|價錢|租金|补贴|補貼|奖金|獎金|工资多少|"
+                       r"收费|收費|报销多少|報銷多少")
+_ZH_WEIGHT = re.compile(r"多重|重量|多沉")
+_ZH_NUMBER = re.compile(r"多少|多长|多長|多久|多快|多大|多远|多遠|多高|多深|多宽|多寬|几|幾|哪年|"
+                        r"哪一年|哪天|哪一天|何时|何時|什么时候|什麼時候|最高|最低|最多|至少|最少|最长|最長")
+_ZH_CODE = re.compile(r"编号|編號|号码|號碼|密码|密碼|代码|代碼|型号|型號|电话|電話|网址|網址|邮箱|郵箱")
+_ZH_PERSON = re.compile(r"谁|誰|哪位")
+
+_DIGITS = re.compile(r"\d+(?:[.,:：]\d+)*")
+_CURRENCY = re.compile(
+    r"[£$€¥￥]\s?\d|\d(?:[\d,.]*)\s?(?:p\b|pence|pounds?|gbp|usd|eur|dollars?|euros?|yuan|rmb|cny|"
+    r"元|块|镑|英镑|美元|欧元|歐元|新台币|新台幣|台币|台幣)|(?:nt\$|新台币|新台幣|人民币|人民幣|rmb|"
+    r"gbp|usd|eur)\s?\d|\d\s?%|\bfree of charge\b|\b(?:no|without) charge\b|\bat no cost\b|不收费|不收費|"
+    r"list price|标价|標價", re.I)
+_WEIGHT_VALUE = re.compile(r"\d\s?(?:g|kg|grams?|kilograms?|kilos?|lb|lbs|pounds?|oz|t|tonnes?|"
+                           r"克|千克|公斤|斤|吨|噸)(?![a-z])", re.I)
+_EN_NUMBER_WORDS = re.compile(
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
+    r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|seventy|eighty|ninety|"
+    r"forty|fifty|sixty|hundred|thousand|million|half|dozen|once|twice|daily|weekly|monthly|"
+    r"yearly|annually|quarterly|hourly|midnight|noon|(?:a|an|every|each)\s+(?:second|minute|"
+    r"hour|day|working day|week|fortnight|month|quarter|year))\b", re.I)
+_ZH_NUMERALS = re.compile(r"[零〇一二两兩三四五六七八九十百千万萬半]|每天|每日|每周|每週|每月|每年|每季")
+_CODE_VALUE = re.compile(r"\b[A-Z]{2,}[-\d]*\b|\b\w*\d\w*\b|[\w.+-]+@[\w-]+\.\w+|https?://\S+")
+_NAME = re.compile(r"(?<![.!?:]\s)(?<!^)\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*")
+
+
+@lru_cache(maxsize=4096)
+def expected(question: str) -> str | None:
+    """The kind of value the question asks for, or None when it asks for no recognised kind."""
+    if _NO_VALUE.search(question):
+        return None
+    if _TIME_OF_DAY.search(question):
+        return TIME
+    if _EN_QUANTITY.search(question) or _ZH_QUANTITY.search(question):
+        return NUMBER
+    for kind, en, zh in ((CODE, _EN_CODE, _ZH_CODE), (WEIGHT, _EN_WEIGHT, _ZH_WEIGHT),
+                         (MONEY, _EN_MONEY, _ZH_MONEY), (PERSON, _EN_PERSON, _ZH_PERSON)):
+        if en.search(question) or zh.search(question):
+            return kind
+    if _EN_NUMBER.search(question) or _ZH_NUMBER.search(question):
+        return NUMBER
+    return None
+
+
+def _new_numbers(text: str, question: str) -> bool:
+    asked = set(_DIGITS.findall(question))
+    return any(n not in asked for n in _DIGITS.findall(text))
+
+
+def _new_words(pattern: re.Pattern[str], text: str, question: str) -> bool:
+    lower = question.lower()
+    return any(m.group(0).lower() not in lower for m in pattern.finditer(text))
+
+
+# Numbering that is not a value: list markers ("2."), section numbers ("4.1 Turnaround"),
+# Chinese article numbers (第七条), heading-path separators.
+_NUMBERING = re.compile(
+    r"(?:^|(?<=[>›\n|]))\s*(?:(?:\d+[.)、]|[-*•]|[一二三四五六七八九十]+、)(?:\s+|$)|"
+    r"\d+(?:\.\d+)+\s+(?=[A-Z\u4e00-\u9fff]))|第[一二三四五六七八九十百零〇\d]+[条條章节節款项項部]")
+
+
+def has_value(kind: str | None, text: str, question: str) -> bool:
+    """Whether `text` holds a value of `kind` that the question does not already hold."""
+    if kind is None:
+        return True
+    text = _NUMBERING.sub(" ", text)
+    if kind == MONEY:
+        return _new_words(_CURRENCY, text, question)
+    if kind == WEIGHT:
+        return _new_words(_WEIGHT_VALUE, text, question)
+    if kind == NUMBER:
+        return (_new_numbers(text, question) or _new_words(_EN_NUMBER_WORDS, text, question)
+                or _new_words(_ZH_NUMERALS, text, question))
+    if kind == TIME:
+        return _new_words(_TIME_VALUE, text, question)
+    if kind == CODE:
+        return _new_words(_CODE_VALUE, text, question)
+    if kind == PERSON:  # a capitalised name not in the question; Chinese names are not told apart
+        return bool(re.search(r"[\u4e00-\u9fff]", text)) or _new_words(_NAME, text, question)
+    raise ValueError(f"unknown answer type {kind!r}")

@@ -1,0 +1,80 @@
+"""Expected answer types in the gate and the extraction: a near miss (the passage is about the
+right thing but does not hold what is asked) scores nothing, however many words it shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving import answer_types as at
+from serving.grounding import answerability, check, extract
+
+TW40 = [(1, "Product: Tidewell TW-40 vented pressure water level logger. The TW-40 logs water "
+            "level and temperature every 15 minutes.", "TW-40 datasheet > Overview"),
+        (2, "The Tidewell TW-40 housing is made of stainless steel and weighs 310 g.",
+         "TW-40 datasheet > Mechanical")]
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("How much does a Tidewell TW-40 logger weigh?", at.WEIGHT),
+    ("How much does an express calibration cost?", at.MONEY),
+    ("How many weeks at full pay does the partner of a primary carer get?", at.NUMBER),
+    ("On which day of the month are salaries paid?", at.NUMBER),
+    ("What is the Wi-Fi password of the guest network?", at.CODE),
+    ("What is the minimum length of a staff password?", at.NUMBER),
+    ("Which field team won the Lantern Award?", at.PERSON),
+    ("At what time does the gateway look for updates?", at.TIME),
+    ("青岚工厂食堂的早餐几点开始供应？", at.TIME),
+    ("门禁卡遗失后补发要付多少钱？", at.MONEY),
+    ("试用期有多长？", at.NUMBER),
+    ("Why does Lumenhollow have no site with the code 04?", None),
+    ("What does the quality flag S stand for?", None),
+    ("What is Brightwater?", None),
+])
+def test_the_kind_a_question_asks_for(question, kind):
+    assert at.expected(question) == kind
+
+
+def test_a_value_counts_only_when_the_question_does_not_hold_it():
+    question = "How many days can a Skerrow S3 keep running without sun?"
+    assert not at.has_value(at.NUMBER, "The Skerrow S3 has a solar panel.", question)
+    assert at.has_value(at.NUMBER, "It runs for fourteen days on its battery.", question)
+    assert at.has_value(at.NUMBER, "试用期为 3 个月。", "试用期有多长？")
+    # list markers, section and article numbers are not values
+    assert not at.has_value(at.NUMBER, "2.", "最多可以借几天？")
+    assert not at.has_value(at.NUMBER, "Policy > 5. Reporting incidents", "How soon?")
+    assert not at.has_value(at.NUMBER, "第七条 住宿费标准：", "住宿标准是多少？")
+    assert at.has_value(at.MONEY, "补发费用新台币 300 元由本人负担。", "补发要付多少钱？")
+    assert not at.has_value(at.MONEY, "A 45-day free trial is available.", "What does it cost?")
+
+
+def test_a_near_miss_is_not_answerable_and_nothing_is_extracted():
+    question = "How much does a Tidewell TW-40 logger weigh?"
+    near_miss = TW40[:1]
+    assert answerability(question, near_miss) == 0.0 and extract(question, near_miss) is None
+    n, sentence, score = extract(question, TW40)
+    assert n == 2 and "310 g" in sentence and score > 0.3
+
+
+def test_a_year_the_question_names_must_be_in_the_passage():
+    passages = [(1, "The field team that reports the most useful near miss each quarter wins the "
+                    "Lantern Award, won in 2023 by the Tessel team.")]
+    assert answerability("Which field team won the Lantern Award in 2024?", passages) == 0.0
+    assert answerability("Which field team won the Lantern Award in 2023?", passages) > 0.3
+
+
+def test_the_section_heading_is_part_of_the_passage():
+    passages = [(1, "This patch fixes the alarm e-mails.", 'Release notes > 4.3.1 "Gannet Bank", '
+                                                           "released 17 September 2024"),
+                (2, "Brightwater 4.0 was a major release.", "Release notes > 4.0.0")]
+    question = "On what date was Brightwater 4.3.1 released?"
+    n, sentence, _ = extract(question, passages)
+    assert n == 1 and "17 September 2024" in sentence
+    assert check(question, "It was released on 17 September 2024 [1].", passages).supported
+
+
+def test_an_answer_without_the_asked_value_is_not_supported():
+    verdict = check("How much does a Tidewell TW-40 logger weigh?",
+                    "The Tidewell TW-40 is a vented pressure water level logger [1].", TW40)
+    assert not verdict.supported and "asks for a weight" in verdict.reason
+    assert check("How much does a Tidewell TW-40 logger weigh?", "It weighs 310 g [2].",
+                 TW40).supported
