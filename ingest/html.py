@@ -159,6 +159,10 @@ def html_to_text(markup: str, *, max_depth: int = 256) -> str:
     for table in root.find_all("table"):
         if table.find_parent("table") is None and table.parent is not None:
             table.replace_with("\n\n" + _table_markdown(table) + "\n\n")
+    for pre in root.find_all("pre"):  # fenced, so a "# root prompt" line is not a heading
+        if pre.find_parent("pre") is None and pre.parent is not None:
+            code = pre.get_text().strip("\n")
+            pre.replace_with(f"\n\n```\n{code}\n```\n\n" if code.strip() else "\n\n")
     headings = root.find_all(re.compile(r"^h[1-6]$"))
     for h in headings:
         text = h.get_text(" ", strip=True)

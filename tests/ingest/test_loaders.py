@@ -360,3 +360,18 @@ def test_bad_json_names_its_line(tmp_path: Path) -> None:
 
 def test_unsupported_extension(tmp_path: Path) -> None:
     expect_error(write(tmp_path / "notes.rtf", "{\\rtf1}"), "unsupported file type '.rtf'")
+
+
+def test_html_pre_blocks_are_fenced_so_shell_prompts_are_not_headings(tmp_path):
+    """A `# command` line of a <pre> block (a root prompt) stays text, not a section heading."""
+    from ingest.splitter import SplitConfig, split_document
+
+    page = tmp_path / "locale.html"
+    page.write_text("<html><body><h1>Locales</h1><p>Reconfigure them:</p><pre># dpkg-reconfigure "
+                    "locales\n# locale -a</pre><p>Then log in again.</p></body></html>",
+                    encoding="utf-8")
+    doc = load_document(page)
+    assert "```\n# dpkg-reconfigure locales\n# locale -a\n```" in doc.text
+    chunks = split_document(doc, SplitConfig())
+    assert all("dpkg" not in c.section for c in chunks)
+    assert any("# dpkg-reconfigure locales" in c.text for c in chunks)
