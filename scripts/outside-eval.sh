@@ -18,6 +18,8 @@ for name in "${names[@]}"; do
   [ -f "$qa" ] || { echo "outside-eval: no questions at $qa" >&2; exit 1; }
   ws=workspace/outside/$name/workspace
   echo "== $name: ingest, finetune, eval (workspace $ws)"
+  mkdir -p "$ws" workspace/models   # the converted embedded model is shared, not converted again
+  [ -e "$ws/models" ] || ln -s "$(pwd)/workspace/models" "$ws/models"
   "$BIN/ingest" "workspace/outside/$name/docs" --workspace "$ws"
   "$BIN/finetune" run --config configs/finetune/smollm2-135m-lora.yaml \
     --dataset_dir "$ws/datasets" --workspace "$ws" --overwrite
