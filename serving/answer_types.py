@@ -18,6 +18,7 @@ import re
 from functools import lru_cache
 
 MONEY, WEIGHT, NUMBER, CODE, PERSON, TIME = "money", "weight", "number", "code", "person", "time"
+SPEED, FLOOR, TEMPERATURE = "speed", "floor", "temperature"
 
 _EN_MONEY = re.compile(r"\b(?:cost|costs|price|priced|fee|fees|charged?|charges|rent|"
                        r"allowance|subsidy|bonus|reimburs\w*)\b", re.I)
@@ -30,6 +31,22 @@ _EN_QUANTITY = re.compile(
     r"\b(?:minimum|maximum) (?:length|number|size|age)\b", re.I)
 _ZH_QUANTITY = re.compile(r"几|幾|多长|多長|多久|多快|多远|多遠|哪天|哪一天|哪年|多少天|多少个|多少個|"
                           r"多少人|多少小时|多少小時|多少分钟|多少分鐘|多少年|多少次|多少学时|多少學時")
+# Quantities with a unit of their own: the number must come with it ("12,000 平方米" is not how
+# fast a forklift may drive). (kind, question cue, value) in the order they are tried.
+_UNITS = (
+    ("speed", re.compile(r"\bhow fast\b|\b(?:what|maximum|top) speed\b|\bspeed limit\b|多快|时速|時速|"
+                         r"速度是多少|限速", re.I),
+     re.compile(r"\d\s?(?:km/h|kph|mph|m/s|knots?|公里/小时|公里/小時|千米/小时|公里每小时|公里每小時|"
+                r"千米每小时|米/秒|米每秒)", re.I)),
+    ("floor", re.compile(r"\bwhich floor\b|\bwhat floor\b|几楼|幾樓|哪一层|哪一層|哪层|哪層|几层|幾層",
+                         re.I),
+     re.compile(r"\d+\s?(?:樓|楼|层|層|f\b)|\b(?:ground|first|second|third|\d+(?:st|nd|rd|th)) floor\b|"
+                r"[一二三四五六七八九十]+(?:樓|楼|层|層)", re.I)),
+    ("temperature", re.compile(r"\bwhat temperature\b|\b(?:below|above|under|over|at) (?:what|which) "
+                               r"(?:\w+ )?temperature\b|\bhow (?:warm|cold|hot)\b|\btemperature\b.*\b(?:"
+                               r"above|below|exceed|maximum|minimum)\b|温度|溫度", re.I),
+     re.compile(r"\d\s?(?:°|℃|degrees?\b|度)|(?:零下|摄氏|攝氏)\s?\d", re.I)),
+)
 # Asks for a time of day.
 _TIME_OF_DAY = re.compile(r"\b(?:at )?what time\b|\bwhat hour\b|几点|幾點|什么时间|什麼時間", re.I)
 _TIME_VALUE = re.compile(r"\d{1,2}\s?[:：.]\s?\d{2}|\d{1,2}\s?(?:点|點|时|時)|上午|下午|早上|晚上|中午|凌晨|"
@@ -83,6 +100,9 @@ def expected(question: str) -> str | None:
         return None
     if _TIME_OF_DAY.search(question):
         return TIME
+    for kind, cue, _ in _UNITS:
+        if cue.search(question):
+            return kind
     if _EN_QUANTITY.search(question) or _ZH_QUANTITY.search(question):
         return NUMBER
     for kind, en, zh in ((CODE, _EN_CODE, _ZH_CODE), (WEIGHT, _EN_WEIGHT, _ZH_WEIGHT),
@@ -123,6 +143,9 @@ def has_value(kind: str | None, text: str, question: str) -> bool:
     if kind == NUMBER:
         return (_new_numbers(text, question) or _new_words(_EN_NUMBER_WORDS, text, question)
                 or _new_words(_ZH_NUMERALS, text, question))
+    for unit_kind, _, value in _UNITS:
+        if kind == unit_kind:
+            return _new_words(value, text, question)
     if kind == TIME:
         return _new_words(_TIME_VALUE, text, question)
     if kind == CODE:

@@ -78,3 +78,14 @@ def test_an_answer_without_the_asked_value_is_not_supported():
     assert not verdict.supported and "asks for a weight" in verdict.reason
     assert check("How much does a Tidewell TW-40 logger weigh?", "It weighs 310 g [2].",
                  TW40).supported
+
+
+@pytest.mark.parametrize(("question", "kind", "right", "wrong"), [
+    ("青岚工厂的叉车最高能开多快？", at.SPEED, "叉车在车间内限速 5 km/h。", "青岚工厂占地约 12,000 平方米。"),
+    ("台北辦事處在哪一棟大樓的幾樓？", at.FLOOR, "辦事處位於鯨光大樓 12 樓。", "台北辦事處在 2022 年成立。"),
+    ("Below which water temperature must a drysuit be worn?", at.TEMPERATURE,
+     "Wear a drysuit when the water is below 12 °C.", "Drysuits are checked every 6 months."),
+])
+def test_quantities_with_a_unit_need_the_unit(question, kind, right, wrong):
+    assert at.expected(question) == kind
+    assert at.has_value(kind, right, question) and not at.has_value(kind, wrong, question)
