@@ -29,7 +29,8 @@ _BLOCK_TAGS = ["p", "div", "section", "article", "main", "ul", "ol", "dl", "dt",
                "figure", "figcaption", "fieldset", "address", "details", "summary", "hr", "caption"]
 _CHROME_NAME = re.compile(r"(?:^|[\s_-])(?:nav|navbar|navigation|menu|menubar|toc|table-of-contents|breadcrumbs?|"
                           r"sidebar|side-bar|cookie|cookies|banner|skip|skiplink|masthead|site-header|"
-                          r"site-footer|pagination|pager|share|social)(?:$|[\s_-])", re.I)
+                          r"site-footer|pagination|pager|share|social|navheader|navfooter)(?:$|[\s_-])", re.I)
+# navheader/navfooter: DocBook's HTML (the Debian manuals, many Linux and GNU manuals)
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)([^<>]*?)(/?)>|<!--.*?-->|<!\[CDATA\[.*?\]\]>", re.S)
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 _RAW = frozenset({"script", "style", "textarea", "title"})

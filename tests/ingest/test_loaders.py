@@ -375,3 +375,14 @@ def test_html_pre_blocks_are_fenced_so_shell_prompts_are_not_headings(tmp_path):
     chunks = split_document(doc, SplitConfig())
     assert all("dpkg" not in c.section for c in chunks)
     assert any("# dpkg-reconfigure locales" in c.text for c in chunks)
+
+
+def test_docbook_navigation_header_and_footer_are_dropped(tmp_path):
+    page = tmp_path / "ch01.html"
+    page.write_text('<html><body><div class="navheader"><table><tr><td>Chapter 1</td><td>'
+                    '<a href="ch02.html">Next</a></td></tr></table></div><h1>Basics</h1><p>Debian '
+                    'was founded in 1993.</p><div class="navfooter"><table><tr><td>Chapter 14. '
+                    'Redistributing</td><td>Chapter 16. General</td></tr></table></div></body></html>',
+                    encoding="utf-8")
+    text = load_document(page).text
+    assert "founded in 1993" in text and "Chapter 14" not in text and "Next" not in text
