@@ -97,6 +97,18 @@ def test_chinese_answers_and_a_model_that_says_it_does_not_know(index_workspace)
     assert unknown["grounding"]["reason"] == "the model said it does not know"
 
 
+def test_a_model_refusal_past_the_gate_is_quoted_over_in_extract_mode(index_workspace):
+    question = "How many days of paid leave does a full-time employee receive per year?"
+    with client_for(index_workspace, CannedGenerator(REPLIES)) as client:  # replies "I don't know."
+        extracted = ask(client, question)
+    with client_for(index_workspace, CannedGenerator(REPLIES), on_unsupported="refuse") as client:
+        refused = ask(client, question)
+    assert extracted["answer_kind"] == "extracted" and "27 days" in extracted["answer"]
+    assert extracted["generated"] == "I don't know."
+    assert extracted["grounding"]["reason"] == "the model said it does not know"
+    assert refused["answer_kind"] == "refused" and refused["answer"] == "I don't know."
+
+
 def test_the_gate_refuses_before_generating_and_keeps_the_passages(index_workspace):
     generator = CannedGenerator(REPLIES)
     with client_for(index_workspace, generator, answerable_threshold=0.99) as client:
