@@ -50,6 +50,7 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Years and release numbers a question names (2024, 4.3.1); not amounts ("a claim of £4,000"
 # is asked about a rule for a range) and not codes (S3).
 _ASKED_NUMBER = re.compile(r"(?<![\w.,£$€¥-])(?:(?:19|20)\d\d|\d+\.\d+\.\d+)(?![\w-])")
+_FENCE = re.compile(r"^(?:```|~~~)")
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _EVIDENCE = re.compile(r'^\s*\[(\d{1,3})\]\s*[:：]\s*["“「](.*?)["”」]?\s*$', re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s+|(?<=[。！？；])|\n+")
@@ -146,8 +147,10 @@ def sentences(text: str) -> list[str]:
                 out.append(f"{header}\n{stripped}")
             continue
         header = None
+        if _FENCE.match(stripped):
+            continue  # a code fence line holds nothing to quote
         out.extend(s.strip() for s in _SENTENCE_END.split(stripped) if s and s.strip())
-    return out
+    return [u for u in out if _WORD.search(u) or _CJK_RUN.search(u)]
 
 
 def split_answer(answer: str) -> tuple[str, list[tuple[int, str]], list[int]]:

@@ -89,3 +89,11 @@ def test_an_answer_without_the_asked_value_is_not_supported():
 def test_quantities_with_a_unit_need_the_unit(question, kind, right, wrong):
     assert at.expected(question) == kind
     assert at.has_value(kind, right, question) and not at.has_value(kind, wrong, question)
+
+
+def test_code_fences_and_empty_markers_are_not_sentences():
+    from serving.grounding import sentences
+
+    units = sentences("Run:\n```\n# apt update\n```\n-\n对于中文，fcitx5 可以是一个替代的输入法框架。")
+    assert "```" not in units and "-" not in units
+    assert "# apt update" in units and any("fcitx5" in u for u in units)
