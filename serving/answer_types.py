@@ -131,11 +131,17 @@ _NUMBERING = re.compile(
     r"\d+(?:\.\d+)+\s+(?=[A-Z\u4e00-\u9fff]))|第[一二三四五六七八九十百零〇\d]+[条條章节節款项項部]")
 
 
+def without_numbering(text: str) -> str:
+    """`text` without list markers, section and article numbers (they are not facts either: the
+    "2." of the heading "2. Annual leave" does not support the answer "2")."""
+    return _NUMBERING.sub(" ", text)
+
+
 def has_value(kind: str | None, text: str, question: str) -> bool:
     """Whether `text` holds a value of `kind` that the question does not already hold."""
     if kind is None:
         return True
-    text = _NUMBERING.sub(" ", text)
+    text = without_numbering(text)
     if kind == MONEY:
         return _new_words(_CURRENCY, text, question)
     if kind == WEIGHT:

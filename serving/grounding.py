@@ -336,7 +336,7 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     """The verdict of the claim against passage n."""
     units = [k for k, (m, _, _) in enumerate(scorer.units) if m == n]
     text = " ".join(scorer.units[k][2] for k in units)
-    lower = text.lower()
+    lower = answer_types.without_numbering("\n".join(scorer.units[k][2] for k in units)).lower()
     question_lower = question.lower()
     missing = sorted(f for f in facts(claim)
                      if not _has_fact(f, lower) and not _has_fact(f, question_lower))

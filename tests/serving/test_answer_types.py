@@ -97,3 +97,11 @@ def test_code_fences_and_empty_markers_are_not_sentences():
     units = sentences("Run:\n```\n# apt update\n```\n-\n对于中文，fcitx5 可以是一个替代的输入法框架。")
     assert "```" not in units and "-" not in units
     assert "# apt update" in units and any("fcitx5" in u for u in units)
+
+
+def test_heading_numbers_do_not_support_a_bare_number():
+    passages = [(1, "Full-time employees receive 27 days of annual leave per leave year.",
+                 "Leave Policy > 2. Annual leave > 2.1 Entitlement")]
+    question = "How many days of annual leave do full-time employees get?"
+    assert not check(question, "The answer is: 2.", passages).supported
+    assert check(question, "27 days [1]", passages).supported
