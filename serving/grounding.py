@@ -203,18 +203,21 @@ class _Scorer:
     def __init__(self, question: str, passages: Passages) -> None:
         self.units: list[tuple[int, int, str]] = []
         self.heading: dict[int, set[str]] = {}
-        self.passage_lower: dict[int, str] = {}
+        self.passage_text: dict[int, str] = {}  # heading path and text, as the model sees them
+        self.holds_asked: dict[int, bool] = {}  # the passage holds the years/releases asked
+        asked = {m.replace(",", "") for m in _ASKED_NUMBER.findall(question)}
         for n, text, *rest in passages:
             section = rest[0].strip() if rest and rest[0] else ""
             self.heading[n] = terms(section)
-            self.passage_lower[n] = f"{section}\n{text}".lower()
+            self.passage_text[n] = f"{section}\n{text}" if section else text
+            lower = self.passage_text[n].lower()
+            self.holds_asked[n] = all(_has_fact(x, lower) for x in asked)
             lines = ([section] if section else []) + sentences(text)
             self.units.extend((n, i, u) for i, u in enumerate(lines))
         self.unit_terms = [terms(u) for _, _, u in self.units]
         self.question_terms = question_terms(question)
         self.kind = answer_types.expected(question)
         self.question = question
-        self.asked_numbers = {m.replace(",", "") for m in _ASKED_NUMBER.findall(question)}
         df = Counter(t for ts in self.unit_terms for t in ts & self.question_terms)
         total = max(len(self.units), 1)
         self.weight = {t: math.log(1 + (total + 1) / (df.get(t, 0) + 0.5))
@@ -248,8 +251,7 @@ class _Scorer:
         """Whether unit k holds a value of the kind the question asks for (see answer_types),
         in a passage that holds the numbers the question names ("… in the third quarter of
         2024" is not answered by a passage that never mentions 2024)."""
-        passage = self.passage_lower[self.units[k][0]]
-        return (all(_has_fact(x, passage) for x in self.asked_numbers)
+        return (self.holds_asked[self.units[k][0]]
                 and answer_types.has_value(self.kind, self.units[k][2], self.question))
 
     def best(self) -> tuple[int, float]:
@@ -292,7 +294,8 @@ def check(question: str, answer: str, passages: Passages,
     if not passages:
         return Grounding(False, checked=False, reason="no passages were retrieved")
     claim, quotes, cited = split_answer(answer)
-    by_n = {p[0]: "\n".join(x for x in (*p[2:], p[1]) if x) for p in passages}
+    scorer = _scorer(question, tuple(passages))
+    by_n = scorer.passage_text
     bad = [n for n in cited if n not in by_n]
     if bad:
         return Grounding(False, reason=f"cites [{bad[0]}], which is not a retrieved passage",
@@ -303,7 +306,6 @@ def check(question: str, answer: str, passages: Passages,
     for n, quote in quotes:
         if _coverage(quote, by_n[n]) < cfg.quote_coverage:
             return Grounding(False, reason=f"the quote is not in passage [{n}]", cited=cited)
-    scorer = _scorer(question, tuple(passages))
     best_rel = scorer.best()[1]
     verdicts = [_against(claim, question, n, scorer, best_rel, cfg)
                 for n in (cited or [p[0] for p in passages])]
