@@ -159,3 +159,66 @@ def has_value(kind: str | None, text: str, question: str) -> bool:
     if kind == PERSON:  # a capitalised name not in the question; Chinese names are not told apart
         return bool(re.search(r"[\u4e00-\u9fff]", text)) or _new_words(_NAME, text, question)
     raise ValueError(f"unknown answer type {kind!r}")
+
+
+# What a claim must say besides a value of the asked kind: the unit of "how long" and the noun
+# counted by "how many X". Checked on generated answers only (a quoted passage sentence is
+# judged by `has_value`): "The answer is: 4." does not say how long, and "The TW-40 has two
+# memory modes" does not say how many readings.
+_NUM = (r"(?:\d+(?:[.,]\d+)*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+        r"fifteen|twenty|thirty|forty|fifty|sixty|ninety|hundred|thousand|a|an|half|a few)")
+_COUNT = _NUM.replace("|a|an|", "|")  # "a log of readings" counts no readings
+_ZH_NUM = r"[\d零〇一二两兩三四五六七八九十百千万萬半]+"
+_TIME_UNITS = (r"seconds?|secs?|s|minutes?|mins?|hours?|hrs?|h|days?|weeks?|fortnights?|months?|"
+               r"years?|yrs?|decades?|nights?|shifts?|terms?|semesters?")
+_LENGTH_UNITS = (r"mm|cm|m|km|metres?|meters?|millimetres?|centimetres?|kilometres?|feet|foot|ft|"
+                 r"inch(?:es)?|in|miles?|yards?|characters?|chars|words?|pages?|digits?|letters?")
+_HOW_LONG = re.compile(r"\bhow long\b", re.I)
+_LONG_VALUE = re.compile(
+    rf"\b{_NUM}(?:\s?-?\s?(?:\w+\s){{0,2}})?\s?(?:{_TIME_UNITS}|{_LENGTH_UNITS})\b|"
+    r"\b(?:overnight|indefinitely|permanently|forever|no limit|unlimited|a fortnight)\b", re.I)
+_ZH_HOW_LONG = re.compile(r"多久|多长时间|多長時間|多少天|几天|幾天|多少小时|多少小時|多少分钟|多少分鐘|多少年|几年|幾年")
+_ZH_LONG_VALUE = re.compile(
+    rf"{_ZH_NUM}\s?(?:个|個)?\s?(?:天|日|小时|小時|钟头|鐘頭|分钟|分鐘|秒|周|週|星期|月|年|工作日|学时|學時)")
+_HOW_MANY = re.compile(r"\bhow many ([a-z][a-z-]*)(?:\s([a-z][a-z-]*))?", re.I)
+_NOT_NOUNS = {"of", "can", "do", "does", "did", "is", "are", "will", "would", "should", "must",
+              "may", "in", "per", "a", "the", "times"}
+
+
+def _stem(word: str) -> str:
+    word = word.lower()
+    for suffix in ("ies", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def counted_nouns(question: str) -> set[str]:
+    """The (singular) noun a "how many X" question counts: {"reading"} for "How many readings
+    can …", {"working", "day"} for "how many working days"; empty when there is none."""
+    m = _HOW_MANY.search(question)
+    if not m:
+        return set()
+    words = [w for w in m.groups() if w and w.lower() not in _NOT_NOUNS]
+    first = m.group(1).lower()
+    if first in _NOT_NOUNS:
+        return set()
+    return {_stem(w) for w in (words if m.group(2) and m.group(2).lower() not in _NOT_NOUNS
+                               else [first])}
+
+
+def claim_misses(question: str, claim: str) -> str | None:
+    """Why a generated claim does not say what the question asks (see above), or None."""
+    text = without_numbering(claim)
+    if _HOW_LONG.search(question) and not _LONG_VALUE.search(text):
+        return "the question asks how long; the answer gives no duration or length"
+    if _ZH_HOW_LONG.search(question) and not _ZH_LONG_VALUE.search(text) \
+            and not _LONG_VALUE.search(text):
+        return "the question asks how long; the answer gives no duration"
+    nouns = counted_nouns(question)
+    if nouns:
+        after = (m.group(1).split() for m in
+                 re.finditer(rf"\b{_COUNT}\b((?:\s?[\w-]+){{1,4}})", text, re.I))
+        if not any(nouns & {_stem(w) for w in words} for words in after):
+            return f"the question asks how many {'/'.join(sorted(nouns))}; the answer counts none"
+    return None

@@ -15,6 +15,8 @@ offline, and a check that runs on every answer must cost ≪ the generation:
    coverage of the question's terms must reach `relevance_margin` × that of the best sentence
    among all retrieved passages. This catches the worst case, a confident citation of a real
    but off-topic sentence ("3 days [3]" from a carry-over rule, asked about annual leave).
+   Section headings are left out of this comparison (they count for the gate and the quotes):
+   a heading's terms hold for every sentence under it, so they cannot tell two of them apart.
 
 4. The question's expected answer type (`answer_types`: a weight, an amount of money, a number
    or date, a time of day, a code, a person) must be met: an answer to "How much does the TW-40
@@ -59,7 +61,7 @@ _CJK_STOP = set("的了是在和与或吗呢么什多少几哪怎为如何请问
 _CJK_STOPWORDS = set("""多少 多长 多長 多久 多快 多大 多远 多高 几号 几点 几天 幾天 哪里 哪裡 哪个 哪個 哪些 什么 什麼
 怎么 怎麼 怎样 如何 是否 可以 需要 大家 每个 每個 是不是 有没有 应该 應該 要求 还是 请问""".split())
 # "How long/soon/often ... ?": the word after "how" asks for a value; it is not a topic term.
-_HOW = re.compile(r"how\s+(\w+)", re.I)
+_HOW = re.compile(r"\bhow\s+(\w+)", re.I)
 _STOP = set("""a about above after again against all am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from further
 get gets got had has have having he her here hers herself him himself his how i if in into is it
@@ -68,6 +70,22 @@ over own per same she should so some such than that the their theirs them then t
 this those through to too under until up very was we were what when where which while who whom
 why will with would you your yours yes also may must shall within without each every much many
 says said according answer question passage passages document documents""".split())
+
+
+# Irregular verb forms the stemmer leaves alone ("held" vs "hold for 30 seconds").
+_IRREGULAR = {
+    "held": "hold", "kept": "keep", "paid": "pay", "sent": "send", "made": "make", "took": "take",
+    "taken": "take", "given": "give", "gave": "give", "written": "write", "wrote": "write",
+    "bought": "buy", "lost": "lose", "met": "meet", "ran": "run", "sold": "sell", "told": "tell",
+    "brought": "bring", "found": "find", "built": "build", "spent": "spend", "chosen": "choose",
+    "chose": "choose", "broken": "break", "broke": "break", "shown": "show",
+    "known": "know", "knew": "know", "grown": "grow", "drawn": "draw", "driven": "drive",
+    "drove": "drive", "ridden": "ride", "won": "win", "began": "begin", "begun": "begin",
+    "froze": "freeze", "frozen": "freeze", "hung": "hang", "fed": "feed", "led": "lead",
+    "stood": "stand", "understood": "understand", "caught": "catch", "taught": "teach",
+    "thought": "think", "fell": "fall", "fallen": "fall", "went": "go", "gone": "go",
+    "done": "do", "did": "do", "seen": "see", "saw": "see", "said": "say", "came": "come",
+}
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +100,9 @@ def _stem(word: str) -> str:
     w = word.lower().strip("'.-")
     if w.endswith("'s"):
         w = w[:-2]
-    return w if any(c.isdigit() for c in w) else _stemmer().stemWord(w)
+    if any(c.isdigit() for c in w):
+        return w
+    return _stemmer().stemWord(_IRREGULAR.get(w, w))
 
 
 @lru_cache(maxsize=4096)
@@ -98,9 +118,22 @@ def _cjk_words(run: str) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _words(text: str) -> list[str]:
+    """`_WORD` matches, with hyphenated plain words split ("factory-reset" is "factory reset";
+    codes such as HG-2 or SB-FX7-09 and short-part words such as Wi-Fi stay whole)."""
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        parts = word.split("-")
+        if len(parts) > 1 and all(len(p) > 2 and p.isalpha() for p in parts):
+            out.extend(parts)
+        else:
+            out.append(word)
+    return out
+
+
 def terms(text: str) -> set[str]:
     """Content terms: stemmed non-stop words (numbers kept) and jieba words of CJK runs."""
-    out = {_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP}
+    out = {_stem(w) for w in _words(text) if w.lower() not in _STOP}
     for run in _CJK_RUN.findall(text):
         out.update(_cjk_words(run))
     out.discard("")
@@ -205,6 +238,7 @@ class _Scorer:
         self.heading: dict[int, set[str]] = {}
         self.passage_text: dict[int, str] = {}  # heading path and text, as the model sees them
         self.holds_asked: dict[int, bool] = {}  # the passage holds the years/releases asked
+        self.is_heading: list[bool] = []  # per unit: the passage's heading line
         asked = {m.replace(",", "") for m in _ASKED_NUMBER.findall(question)}
         for n, text, *rest in passages:
             section = rest[0].strip() if rest and rest[0] else ""
@@ -213,6 +247,7 @@ class _Scorer:
             lower = self.passage_text[n].lower()
             self.holds_asked[n] = all(_has_fact(x, lower) for x in asked)
             lines = ([section] if section else []) + sentences(text)
+            self.is_heading.extend([bool(section)] + [False] * (len(lines) - 1))
             self.units.extend((n, i, u) for i, u in enumerate(lines))
         self.unit_terms = [terms(u) for _, _, u in self.units]
         self.question_terms = question_terms(question)
@@ -231,12 +266,16 @@ class _Scorer:
                    if t in unit_terms or (text and _CJK_RUN.fullmatch(t) and t in text)
                    ) / self.norm
 
-    def window(self, k: int) -> tuple[set[str], str]:
-        """Terms and text of unit k with its neighbours in the same passage and its heading."""
+    def window(self, k: int, heading: bool = True) -> tuple[set[str], str]:
+        """Terms and text of unit k with its neighbours in the same passage and (unless
+        `heading` is False) its heading."""
         n, _, _ = self.units[k]
-        out, text = set(self.unit_terms[k]) | self.heading.get(n, set()), [self.units[k][2]]
+        out, text = set(self.unit_terms[k]), [self.units[k][2]]
+        if heading:
+            out |= self.heading.get(n, set())
         for j in (k - 1, k + 1):
-            if 0 <= j < len(self.units) and self.units[j][0] == n:
+            if 0 <= j < len(self.units) and self.units[j][0] == n \
+                    and (heading or not self.is_heading[j]):
                 out |= self.unit_terms[j]
                 text.append(self.units[j][2])
         return out, "\n".join(text)
@@ -244,8 +283,17 @@ class _Scorer:
     def window_terms(self, k: int) -> set[str]:
         return self.window(k)[0]
 
-    def window_relevance(self, k: int) -> float:
-        return self.relevance(*self.window(k))
+    def window_relevance(self, k: int, heading: bool = True) -> float:
+        return self.relevance(*self.window(k, heading))
+
+    def best_body(self) -> float:
+        """The best heading-free window relevance among the units that hold the asked kind:
+        what the relevance rule of the check compares a claim's sentence with. A heading's
+        terms count for every sentence under it, so with them any sentence of the right
+        section looked as relevant as the one that answers ("shipped within 2 working days"
+        under "Dead on arrival" for "how many days must the faulty unit arrive")."""
+        return max((self.window_relevance(k, heading=False) for k in range(len(self.units))
+                    if self.answers(k) and not self.is_heading[k]), default=0.0)
 
     def answers(self, k: int) -> bool:
         """Whether unit k holds a value of the kind the question asks for (see answer_types),
@@ -306,7 +354,7 @@ def check(question: str, answer: str, passages: Passages,
     for n, quote in quotes:
         if _coverage(quote, by_n[n]) < cfg.quote_coverage:
             return Grounding(False, reason=f"the quote is not in passage [{n}]", cited=cited)
-    best_rel = scorer.best()[1]
+    best_rel = scorer.best_body()
     verdicts = [_against(claim, question, n, scorer, best_rel, cfg)
                 for n in (cited or [p[0] for p in passages])]
     good = [v for v in verdicts if v.supported]
@@ -351,12 +399,17 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
         return Grounding(False, passage=n, reason=reason)
     if not units:
         return Grounding(False, passage=n, reason=f"passage [{n}] is empty")
-    have = set().union(*(scorer.window_terms(k) for k in units))
-    coverage = _covered(new_terms, have, text)
+    # What the answer adds must be in the passage's sentences: a claim made of its heading's
+    # words ("… is the Calibration Procedure for Pressure Water Level Loggers") says nothing,
+    # unless it takes a value from there ("released 17 September 2024" in a release heading).
+    from_heading = any(any(c.isdigit() for c in f) for f in new_facts)
+    body = units if from_heading else [k for k in units if not scorer.is_heading[k]] or units
+    have = set().union(*(scorer.window(k, heading=from_heading)[0] for k in body))
+    coverage = _covered(new_terms, have, " ".join(scorer.units[k][2] for k in body))
     anchor = new_terms or claim_terms  # the sentence that holds what the answer adds
-    k = max(units, key=lambda k: (len(anchor & scorer.window_terms(k)),
+    k = max(units, key=lambda k: (not scorer.is_heading[k], len(anchor & scorer.window_terms(k)),
                                   len(anchor & scorer.unit_terms[k]), -k))
-    rel = scorer.window_relevance(k)
+    rel = scorer.window_relevance(k, heading=False)
     ratio = rel / best_rel if best_rel > 0 else 1.0
     common = dict(passage=n, sentence=scorer.units[k][2], score=round(coverage, 3),
                   relevance=round(min(ratio, 1.0), 3))
@@ -365,6 +418,9 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     if not answer_types.has_value(scorer.kind, claim, question):
         return Grounding(False, reason=f"the question asks for a {scorer.kind}; the answer "
                          "gives none", **common)
+    misses = answer_types.claim_misses(question, claim)
+    if misses:
+        return Grounding(False, reason=misses, **common)
     if coverage < cfg.min_coverage:
         return Grounding(False, reason=f"passage [{n}] covers {coverage:.0%} of the answer's "
                          "content", **common)

@@ -105,3 +105,27 @@ def test_heading_numbers_do_not_support_a_bare_number():
     question = "How many days of annual leave do full-time employees get?"
     assert not check(question, "The answer is: 2.", passages).supported
     assert check(question, "27 days [1]", passages).supported
+
+
+@pytest.mark.parametrize(("question", "right", "wrong"), [
+    ("How many readings can a Tidewell TW-40 keep in its memory?",
+     "It keeps up to 520,000 readings [2].", "The TW-40 has two memory modes [2]."),
+    ("How many instruments can one gateway serve?", "Up to 64 field instruments per gateway.",
+     "One gateway serves the whole site."),
+    ("How long must an instrument rest in the laboratory before it is measured?",
+     "At least 4 hours [1].", "The answer is: 4."),
+    ("How long is the probe cable?", "The cable is 2.5 m long.", "The cable is 2.5."),
+    ("年假有多少天？", "员工每年享有 27 天带薪年假。", "员工每年享有带薪年假 27。"),
+])
+def test_a_claim_must_say_the_unit_or_the_counted_noun(question, right, wrong):
+    assert at.claim_misses(question, right) is None
+    assert at.claim_misses(question, wrong)
+
+
+def test_a_count_of_something_else_is_not_supported():
+    passages = [(1, "The TW-40 has two memory modes: stop-when-full and overwrite. The memory "
+                    "holds 520,000 readings.", "TW-40 datasheet > Memory")]
+    question = "How many readings can a Tidewell TW-40 keep in its memory?"
+    verdict = check(question, "The TW-40 has two memory modes [1].", passages)
+    assert not verdict.supported and "how many reading" in verdict.reason
+    assert check(question, "It keeps 520,000 readings [1].", passages).supported

@@ -131,3 +131,36 @@ def test_an_answer_that_only_restates_the_question_fails(answer):
     assert not check(q, "The release name of Brightwater 4.1.0 is Brightwater 4.1.0.",
                      passages).supported
     assert check(q, "Mallow Spit [1]", passages).supported
+
+
+def test_a_heading_does_not_make_every_sentence_under_it_relevant():
+    # Both headings hold the question's words; only passage 1's sentence is about the
+    # entitlement. "3 days" from the carry-over rule under "Annual leave" fails.
+    passages = [
+        (1, "Full-time employees receive 27 days of annual leave per year.",
+         "Leave Policy > Annual leave > Entitlement"),
+        (2, "Up to 3 days may be carried over to the next year.",
+         "Leave Policy > Annual leave > Full-time employees > Carry-over"),
+    ]
+    question = "How many days of annual leave do full-time employees get?"
+    assert check(question, "Full-time employees get 27 days [1].", passages).supported
+    verdict = check(question, "Full-time employees get 3 days [2].", passages)
+    assert not verdict.supported and "not the one about the question" in verdict.reason
+
+
+def test_words_only_from_the_heading_do_not_support_a_claim():
+    passages = [(1, "Document code: CAL-PR-11. Approved by the laboratory manager.",
+                 "Calibration Procedure for Pressure Loggers")]
+    verdict = check("Which tester is the primary reference of the lab?",
+                    "The primary reference of the lab is the procedure for pressure loggers.",
+                    passages)
+    assert not verdict.supported
+
+
+def test_how_words_hyphens_and_irregular_verbs_are_normalised():
+    from serving.grounding import question_terms, terms
+
+    assert "long" not in question_terms("How long must the SERVICE button be held?")
+    assert {"factori", "reset", "hold"} <= terms("hold it to factory-reset")
+    assert "hold" in terms("The button is held down.")
+    assert {"hg-2", "wi-fi"} <= terms("the HG-2 Wi-Fi")
