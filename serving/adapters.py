@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from serving.config import MODEL_NAME
 
@@ -47,6 +48,37 @@ def _unfinished(run_dir: Path) -> bool:
     except (OSError, ValueError):
         return False  # a bare adapter folder (copied in by hand) counts as ready
     return status.get("status") in {"running", "starting"}
+
+
+def mismatch(model: Any, adapter_dir: Path) -> str | None:
+    """Why the adapter in `adapter_dir` does not fit `model` (it was trained on another base
+    model: a module it adapts is missing or has another input size), or None when it fits.
+
+    Checked from the safetensors header before peft touches the model: peft injects the LoRA
+    layers first and fails on the weights afterwards, which leaves the served model changed.
+    Adapters saved as .bin are left to peft.
+    """
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+            if ".lora_A." not in key:
+                continue
+            name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+            try:
+                module = base.get_submodule(name)
+            except AttributeError:
+                return f"the served model has no module {name}"
+            inputs = getattr(module, "in_features", None)
+            shape = f.get_slice(key).get_shape()
+            if inputs is not None and len(shape) == 2 and shape[1] != inputs:
+                return (f"{name} takes {inputs} inputs in the served model, {shape[1]} in the "
+                        "adapter (trained on another base model)")
+    return None
 
 
 def adapter_from_path(path: Path) -> tuple[str, Path] | None:

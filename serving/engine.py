@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from serving.adapters import discover_adapters
+from serving.adapters import discover_adapters, mismatch
 from serving.batching import Job, JobQueue, Row, Rules
 from serving.config import EngineConfig
 from serving.continuous import ContinuousBatcher
@@ -96,6 +96,10 @@ def load_model(location: str, adapters: dict[str, Path],
 
 def _attach_adapter(model: Any, name: str, path: Path) -> Any:
     from peft import PeftModel
+
+    why = mismatch(model, path)
+    if why:
+        raise ValueError(why)
 
     if isinstance(model, PeftModel):
         model.load_adapter(str(path), adapter_name=name, is_trainable=False)

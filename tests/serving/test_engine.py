@@ -143,3 +143,28 @@ def test_a_run_that_finishes_after_start_up_becomes_a_model(tmp_path, tiny_llama
         assert tuned != base  # the late adapter is really applied, the base stays the base
     finally:
         gen.close()
+
+
+def test_an_adapter_of_another_base_model_is_skipped_and_the_model_left_intact(
+        tmp_path, tiny_llama_dir, caplog) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from tests.serving_fixtures import LORA_TARGETS, make_adapter
+
+    ws = tmp_path / "ws"
+    make_adapter(tiny_llama_dir, ws / "runs" / "fits" / "adapter", seed=5)
+    other = AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+    get_peft_model(other, LoraConfig(r=4, target_modules=LORA_TARGETS)).save_pretrained(
+        ws / "runs" / "other-base" / "adapter")
+    settings = settings_for(ws, generator=str(tiny_llama_dir))
+    gen = TransformersGenerator.from_settings(settings, EngineConfig(max_batch_size=2))
+    try:
+        assert gen.models() == ["base", "fits"]
+        assert "other-base" in caplog.text and "trained on another base model" in caplog.text
+        expected = reference_output(tiny_llama_dir, None, req(PROMPTS[0]).messages, 6)
+        assert gen.complete(req(PROMPTS[0], "base", n=6)).text == expected
+    finally:
+        gen.close()
