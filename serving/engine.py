@@ -130,6 +130,7 @@ class TransformersGenerator(Engine):
         self._model_lock = threading.Lock()  # adapter attaching vs one step of the worker
         self._refresh_lock = threading.Lock()  # one adapter scan/attach at a time
         self._last_scan = time.monotonic()
+        self._rejected: dict[str, float] = {}  # adapter name -> files' mtime when it failed
         self._active: str | None = None  # the adapter peft has active now
         self._prefix_ids: dict[str, list[int]] = {}  # system text -> its prompt ids
         self._cache_arg = _cache_argument(model)
@@ -162,6 +163,8 @@ class TransformersGenerator(Engine):
         generator = cls.load(resolved.location, adapters,
                              config or EngineConfig.from_settings(settings))
         generator.runs_dir = settings.paths.runs_dir
+        generator._rejected = {name: _stamp(path) for name, path in adapters.items()
+                               if name not in generator.adapters and path.is_dir()}
         return generator
 
     # ------------------------------------------------------------------------- adapters
@@ -184,7 +187,8 @@ class TransformersGenerator(Engine):
         with self._refresh_lock:
             self._last_scan = time.monotonic()
             new = {name: path for name, path in discover_adapters(self.runs_dir).items()
-                   if name not in self.adapters}
+                   if name not in self.adapters
+                   and self._rejected.get(name) != _stamp(path)}
             for name, path in new.items():
                 self.adapter_loads[name] += 1
                 with self._model_lock:  # waits for one decode step at most
@@ -192,6 +196,7 @@ class TransformersGenerator(Engine):
                         self.model = _attach_adapter(self.model, name, path)
                     except (OSError, ValueError, RuntimeError, KeyError) as err:
                         log.warning("adapter %s (%s) not loaded: %s", name, path, err)
+                        self._rejected[name] = _stamp(path)  # retried once its files change
                         continue
                     self.model.eval()
                     self._active = None  # peft may have switched the active adapter
@@ -363,6 +368,11 @@ class TransformersGenerator(Engine):
     def _decode(self, tokens: list[int]) -> str:
         kept = [t for t in tokens if t not in self._drop_ids]
         return self.tokenizer.decode(kept, skip_special_tokens=False)
+
+
+def _stamp(adapter_dir: Path) -> float:
+    """The newest modification time of an adapter's files (a rewritten adapter is new)."""
+    return max((f.stat().st_mtime for f in adapter_dir.iterdir() if f.is_file()), default=0.0)
 
 
 def _cache_argument(model: Any) -> str:

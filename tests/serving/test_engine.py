@@ -164,6 +164,7 @@ def test_an_adapter_of_another_base_model_is_skipped_and_the_model_left_intact(
     try:
         assert gen.models() == ["base", "fits"]
         assert "other-base" in caplog.text and "trained on another base model" in caplog.text
+        assert gen.refresh_adapters() == [] and gen.adapter_loads["other-base"] == 0  # not retried
         expected = reference_output(tiny_llama_dir, None, req(PROMPTS[0]).messages, 6)
         assert gen.complete(req(PROMPTS[0], "base", n=6)).text == expected
     finally:
