@@ -164,6 +164,21 @@ def _has_fact(fact: str, passage_lower: str) -> bool:
     return re.search(rf"(?<![^\W_]){re.escape(fact)}(?![^\W_])", passage_lower) is not None
 
 
+_LATIN = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*")
+
+
+def _entities(question: str) -> set[str]:
+    """What the question is about by name, which no retrieved passage may lack: its codes
+    (letters with digits: TW-40, fcitx5) and, in a Chinese question, its Latin-script words of
+    three letters or more (WireGuard, firewalld, APT). None of the retrieved passages naming
+    the thing asked about means nothing relevant was found."""
+    found = {w.lower() for w in _WORD.findall(question)
+             if any(c.isdigit() for c in w) and any(c.isalpha() for c in w)}
+    if _CJK_RUN.search(question):
+        found |= {w.lower() for w in _LATIN.findall(question) if len(w) >= 3}
+    return found
+
+
 def sentences(text: str) -> list[str]:
     """Sentences and table rows of a passage; a table row carries its header row."""
     out: list[str] = []
@@ -250,6 +265,8 @@ class _Scorer:
             self.is_heading.extend([bool(section)] + [False] * (len(lines) - 1))
             self.units.extend((n, i, u) for i, u in enumerate(lines))
         self.unit_terms = [terms(u) for _, _, u in self.units]
+        every = "\n".join(self.passage_text.values()).lower()
+        self.missing = sorted(e for e in _entities(question) if not _has_fact(e, every))
         self.question_terms = question_terms(question)
         self.kind = answer_types.expected(question)
         self.question = question
@@ -299,7 +316,7 @@ class _Scorer:
         """Whether unit k holds a value of the kind the question asks for (see answer_types),
         in a passage that holds the numbers the question names ("… in the third quarter of
         2024" is not answered by a passage that never mentions 2024)."""
-        return (self.holds_asked[self.units[k][0]]
+        return (not self.missing and self.holds_asked[self.units[k][0]]
                 and answer_types.has_value(self.kind, self.units[k][2], self.question))
 
     def best(self) -> tuple[int, float]:

@@ -129,3 +129,14 @@ def test_a_count_of_something_else_is_not_supported():
     verdict = check(question, "The TW-40 has two memory modes [1].", passages)
     assert not verdict.supported and "how many reading" in verdict.reason
     assert check(question, "It keeps 520,000 readings [1].", passages).supported
+
+
+def test_a_thing_named_in_the_question_that_no_passage_names_is_not_answerable():
+    passages = [(1, "用 ufw 开放端口：运行 ufw allow 22 即可开放 22 端口。", "防火墙 > ufw"),
+                (2, "nftables 是新的包过滤框架。", "防火墙 > nftables")]
+    assert answerability("用 firewalld 怎么开放一个端口？", passages) == 0.0
+    assert answerability("用 ufw 怎么开放一个端口？", passages) > 0.3
+    assert extract("用 firewalld 怎么开放一个端口？", passages) is None
+    tw = [(1, "The TW-40 weighs 310 g.", "TW-40 datasheet")]
+    assert answerability("How much does a TW-50 weigh?", tw) == 0.0
+    assert answerability("How much does a TW-40 weigh?", tw) > 0.3
