@@ -18,7 +18,7 @@ import re
 from functools import lru_cache
 
 MONEY, WEIGHT, NUMBER, CODE, PERSON, TIME = "money", "weight", "number", "code", "person", "time"
-SPEED, FLOOR, TEMPERATURE = "speed", "floor", "temperature"
+SPEED, FLOOR, TEMPERATURE, VERSION = "speed", "floor", "temperature", "version"
 
 _EN_MONEY = re.compile(r"\b(?:cost|costs|price|priced|fee|fees|charged?|charges|rent|"
                        r"allowance|subsidy|bonus|reimburs\w*)\b", re.I)
@@ -47,6 +47,12 @@ _UNITS = (
                                r"above|below|exceed|maximum|minimum)\b|温度|溫度", re.I),
      re.compile(r"\d\s?(?:°|℃|degrees?\b|度)|(?:零下|摄氏|攝氏)\s?\d", re.I)),
 )
+# Asks for a version: "What is the final firmware version …", "Which Debian version", 第几版.
+# A version is a number standing alone or dotted (5.6.3, Debian 13), not the digits of a code
+# (the "09" of the bulletin SB-FX7-09).
+_VERSION_CUE = re.compile(r"^\s*(?:what|which)\b(?:\s+is)?(?:\s+the)?(?:\s+[\w-]+){0,2}\s+version\b|"
+                          r"哪个版本|哪個版本|什么版本|什麼版本|第几版|第幾版", re.I)
+_VERSION_VALUE = re.compile(r"(?<![\w-])v?\d+(?:\.\d+)*(?![\w-])", re.I)
 # Asks for a time of day.
 _TIME_OF_DAY = re.compile(r"\b(?:at )?what time\b|\bwhat hour\b|几点|幾點|什么时间|什麼時間", re.I)
 _TIME_VALUE = re.compile(r"\d{1,2}\s?[:：.]\s?\d{2}|\d{1,2}\s?(?:点|點|时|時)|上午|下午|早上|晚上|中午|凌晨|"
@@ -103,6 +109,8 @@ def expected(question: str) -> str | None:
     for kind, cue, _ in _UNITS:
         if cue.search(question):
             return kind
+    if _VERSION_CUE.search(question):
+        return VERSION
     if _EN_QUANTITY.search(question) or _ZH_QUANTITY.search(question):
         return NUMBER
     for kind, en, zh in ((CODE, _EN_CODE, _ZH_CODE), (WEIGHT, _EN_WEIGHT, _ZH_WEIGHT),
@@ -154,6 +162,8 @@ def has_value(kind: str | None, text: str, question: str) -> bool:
             return _new_words(value, text, question)
     if kind == TIME:
         return _new_words(_TIME_VALUE, text, question)
+    if kind == VERSION:
+        return _new_words(_VERSION_VALUE, text, question)
     if kind == CODE:
         return _new_words(_CODE_VALUE, text, question)
     if kind == PERSON:  # a capitalised name not in the question; Chinese names are not told apart

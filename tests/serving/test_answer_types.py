@@ -26,6 +26,9 @@ TW40 = [(1, "Product: Tidewell TW-40 vented pressure water level logger. The TW-
     ("青岚工厂食堂的早餐几点开始供应？", at.TIME),
     ("门禁卡遗失后补发要付多少钱？", at.MONEY),
     ("试用期有多长？", at.NUMBER),
+    ("What is the final firmware version released for the Fennick FX-7 probe?", at.VERSION),
+    ("这本 Debian 参考手册是第几版？", at.VERSION),
+    ("Which file holds just the version number of my Debian release?", None),
     ("Why does Lumenhollow have no site with the code 04?", None),
     ("What does the quality flag S stand for?", None),
     ("What is Brightwater?", None),
@@ -140,3 +143,9 @@ def test_a_thing_named_in_the_question_that_no_passage_names_is_not_answerable()
     tw = [(1, "The TW-40 weighs 310 g.", "TW-40 datasheet")]
     assert answerability("How much does a TW-50 weigh?", tw) == 0.0
     assert answerability("How much does a TW-40 weigh?", tw) > 0.3
+
+
+def test_a_version_is_a_number_standing_alone_not_the_digits_of_a_code():
+    question = "What is the final firmware version released for the Fennick FX-7 probe?"
+    assert at.has_value(at.VERSION, "The last release was 5.6.3.", question)
+    assert not at.has_value(at.VERSION, "See the service bulletin SB-FX7-09.", question)
