@@ -27,6 +27,11 @@ from ragtune.errors import ConfigError, InputError
 from .encoding import BINARY_REASON, MIN_PRINTABLE_RATIO, decode_text, printable_ratio
 from .tables import markdown_table
 
+# Bumped whenever a loader's output for the same file changes (a fix to HTML navigation, fenced
+# <pre> blocks, OCR…): it is part of every document's split tag, so the next `ingest` re-reads
+# and re-splits documents indexed by an older loader instead of keeping their stale chunks.
+LOADER_VERSION = 2
+
 MB = 1024 * 1024
 FORMATS: dict[str, str] = {
     ".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",

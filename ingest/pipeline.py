@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ingest.discover import FileFailure, discover
+from ingest import loaders
 from ingest.loaders import LoadLimits, load_document, max_bytes_from_mb
 from ingest.splitter import ChunkDraft, SplitConfig, split_document
 from ragtune.errors import ConfigError, InputError
@@ -99,10 +100,12 @@ class IngestConfig:
                           ocr_max_pages=self.ocr_max_pages, ocr_timeout_s=self.ocr_timeout_s)
 
     def split_tag(self) -> str:
-        """Identifies the chunking a document was split with (a change means re-splitting)."""
+        """Identifies the chunking and the loader version a document was split with (a change
+        means re-reading and re-splitting it)."""
         cfg = self.split_config()
         tag = f"{cfg.chunk_size}/{cfg.chunk_overlap}/{cfg.cjk_width}"
-        return tag + f"/m{cfg.min_chunk}" if cfg.min_chunk else tag
+        tag = tag + f"/m{cfg.min_chunk}" if cfg.min_chunk else tag
+        return f"{tag}/L{loaders.LOADER_VERSION}"
 
 
 @dataclass

@@ -237,3 +237,15 @@ def test_real_minilm_ingest_and_search(corpus, workspace, embedded_embedder_dir)
     calls = real.calls
     again = ingest_documents([corpus], settings, embedder=real, progress=False)
     assert real.calls == calls and again.embedded == 0
+
+
+def test_a_newer_loader_rereads_every_document(corpus, settings, emb, monkeypatch):
+    from ingest import loaders
+
+    run(corpus, settings, emb)
+    assert not run(corpus, settings, emb).updated  # nothing changed: nothing re-read
+    monkeypatch.setattr(loaders, "LOADER_VERSION", loaders.LOADER_VERSION + 1)
+    report = run(corpus, settings, emb)
+    assert len(report.updated) == len(DOCS)
+    chunks, _ = index_state(settings, emb)
+    assert_no_duplicates(chunks)
