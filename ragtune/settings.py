@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1)
     max_queue: int = Field(64, ge=1)
     request_timeout_s: float = Field(120.0, gt=0)
+    # The in-process engine (serving.config.EngineConfig has what each one does).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_wait_ms: float = Field(4.0, ge=0)
+    prefill_chunk_tokens: int = Field(256, ge=1)
+    prefix_cache_entries: int = Field(8, ge=0)
+    repeat_guard_tokens: int = Field(32, ge=0)
     # UI.
     api_url: str = "http://127.0.0.1:8000"
     ui_port: int = Field(7860, ge=0, le=65535)

@@ -71,8 +71,13 @@ class EngineConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> EngineConfig:
-        values = dict(device=settings.device, max_batch_size=settings.max_batch_size,
-                      max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s)
+        values = dict(device=settings.device, dtype=settings.dtype,
+                      max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
+                      batch_wait_ms=settings.batch_wait_ms,
+                      request_timeout_s=settings.request_timeout_s,
+                      prefill_chunk_tokens=settings.prefill_chunk_tokens,
+                      prefix_cache_entries=settings.prefix_cache_entries,
+                      repeat_guard_tokens=settings.repeat_guard_tokens)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
