@@ -42,6 +42,12 @@ _UNITS = (
                          re.I),
      re.compile(r"\d+\s?(?:樓|楼|层|層|f\b)|\b(?:ground|first|second|third|\d+(?:st|nd|rd|th)) floor\b|"
                 r"[一二三四五六七八九十]+(?:樓|楼|层|層)", re.I)),
+    ("size", re.compile(r"^\s*how much (?:ram|memory|disk|disk space|space|storage|swap)\b|"
+                        r"\bhow (?:big|large) (?:is|are|must|should) (?:the |a |an )?(?:ram|memory|"
+                        r"disk|partition|swap|file|image|download)|内存|磁盘空间|硬盘空间|多大的?(?:内存|磁盘|分区)",
+                        re.I),
+     re.compile(r"\d\s?(?:[kmgtp]i?b\b|bytes?\b|kilobytes?|megabytes?|gigabytes?|terabytes?|"
+                r"字节|兆|千兆)", re.I)),
     ("temperature", re.compile(r"\bwhat temperature\b|\b(?:below|above|under|over|at) (?:what|which) "
                                r"(?:\w+ )?temperature\b|\bhow (?:warm|cold|hot)\b|\btemperature\b.*\b(?:"
                                r"above|below|exceed|maximum|minimum)\b|温度|溫度", re.I),

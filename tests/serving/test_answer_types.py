@@ -86,6 +86,8 @@ def test_an_answer_without_the_asked_value_is_not_supported():
 @pytest.mark.parametrize(("question", "kind", "right", "wrong"), [
     ("青岚工厂的叉车最高能开多快？", at.SPEED, "叉车在车间内限速 5 km/h。", "青岚工厂占地约 12,000 平方米。"),
     ("台北辦事處在哪一棟大樓的幾樓？", at.FLOOR, "辦事處位於鯨光大樓 12 樓。", "台北辦事處在 2022 年成立。"),
+    ("How much RAM does the installer need at least?", "size",
+     "The installer needs at least 512 MB of RAM.", "The answer is: 400."),
     ("Below which water temperature must a drysuit be worn?", at.TEMPERATURE,
      "Wear a drysuit when the water is below 12 °C.", "Drysuits are checked every 6 months."),
 ])
