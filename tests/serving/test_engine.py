@@ -49,6 +49,22 @@ def test_each_model_matches_plain_transformers_and_peft(engine, adapter_workspac
     assert len(set(outputs.values())) == 3  # the adapters really change the output
 
 
+def test_adapters_are_switched_per_change_not_per_step(engine, monkeypatch) -> None:
+    # peft's disable_adapter() context recomputes the model status on every entry (slower
+    # than a decode step on the embedded model); the engine must not enter it per step.
+    from peft import PeftModel
+
+    calls = []
+    real = PeftModel.get_model_status
+    monkeypatch.setattr(PeftModel, "get_model_status",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    outputs = [engine.complete(req(PROMPTS[0], model, n=6)).text
+               for model in ("base", "alpha", "base", "beta", "base")]
+    assert not calls
+    assert outputs[0] == outputs[2] == outputs[4]
+    assert len(set(outputs)) == 3
+
+
 def test_a_batch_gives_what_single_runs_give(engine) -> None:
     requests = [req(p, m, n=3 + i) for i, (p, m) in enumerate(
         (p, m) for m in engine.models() for p in PROMPTS)]
