@@ -66,6 +66,10 @@ def main() -> None:
                         default=REPO / "workspace/runs/smollm2-135m-lora/adapter")
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
+    for need, what in ((args.model / "config.json", "the converted embedded model"),
+                       (args.adapter / "adapter_config.json", "the tuned adapter")):
+        if not need.is_file():
+            sys.exit(f"bench_adapter_switch: {need} is missing ({what}); run `make demo` first")
     plain = plain_tokens_per_s(args.model, args.tokens)
     rows = [("plain generate", plain),
             ("engine, no adapter", engine_tokens_per_s(args.model, {}, "base", args.tokens)),
