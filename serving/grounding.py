@@ -118,22 +118,27 @@ def _cjk_words(run: str) -> tuple[str, ...]:
     return tuple(words)
 
 
-def _words(text: str) -> list[str]:
-    """`_WORD` matches, with hyphenated plain words split ("factory-reset" is "factory reset";
-    codes such as HG-2 or SB-FX7-09 and short-part words such as Wi-Fi stay whole)."""
+def _words(text: str, split_hyphens: bool) -> list[str]:
+    """`_WORD` matches; with `split_hyphens`, hyphenated plain words as their parts
+    ("factory-reset" is "factory reset"; codes such as HG-2 or SB-FX7-09 and short-part words
+    such as Wi-Fi stay whole)."""
     out: list[str] = []
     for word in _WORD.findall(text):
         parts = word.split("-")
-        if len(parts) > 1 and all(len(p) > 2 and p.isalpha() for p in parts):
+        if split_hyphens and len(parts) > 1 and all(len(p) > 2 and p.isalpha() for p in parts):
             out.extend(parts)
         else:
             out.append(word)
     return out
 
 
-def terms(text: str) -> set[str]:
-    """Content terms: stemmed non-stop words (numbers kept) and jieba words of CJK runs."""
-    out = {_stem(w) for w in _words(text) if w.lower() not in _STOP}
+def terms(text: str, split_hyphens: bool = False) -> set[str]:
+    """Content terms: stemmed non-stop words (numbers kept) and jieba words of CJK runs.
+
+    Questions and claims split hyphenated words (`split_hyphens`), passages do not: asked
+    "factory-reset", "Factory reset" in a passage matches; but a claim's "systemd" is not
+    supported by a passage's `systemd-analyze` (a command name, not two words)."""
+    out = {_stem(w) for w in _words(text, split_hyphens) if w.lower() not in _STOP}
     for run in _CJK_RUN.findall(text):
         out.update(_cjk_words(run))
     out.discard("")
@@ -143,7 +148,7 @@ def terms(text: str) -> set[str]:
 def question_terms(question: str) -> set[str]:
     """The question's topic terms: `terms` without the value word of "how long/soon/often"."""
     asked = {_stem(m.group(1)) for m in _HOW.finditer(question)}
-    return terms(question) - asked
+    return terms(question, split_hyphens=True) - asked
 
 
 def facts(text: str) -> set[str]:
@@ -407,7 +412,7 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     question_lower = question.lower()
     missing = sorted(f for f in facts(claim)
                      if not _has_fact(f, lower) and not _has_fact(f, question_lower))
-    claim_terms = terms(claim)
+    claim_terms = terms(claim, split_hyphens=True)
     new_terms = claim_terms - scorer.question_terms
     new_facts = [f for f in facts(claim) if not _has_fact(f, question_lower)]
     if not new_terms and not new_facts:  # "The release name of X is X.", or the question itself
