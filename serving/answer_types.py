@@ -117,6 +117,8 @@ def expected(question: str) -> str | None:
             return kind
     if _VERSION_CUE.search(question):
         return VERSION
+    if _EN_NAMED.search(question) or _ZH_NAMED.search(question):
+        return None  # "用什么命令管理用户密码的有效期" asks for a command, not a password
     if _EN_QUANTITY.search(question) or _ZH_QUANTITY.search(question):
         return NUMBER
     for kind, en, zh in ((CODE, _EN_CODE, _ZH_CODE), (WEIGHT, _EN_WEIGHT, _ZH_WEIGHT),
@@ -238,3 +240,41 @@ def claim_misses(question: str, claim: str) -> str | None:
         if not any(nouns & {_stem(w) for w in words} for words in after):
             return f"the question asks how many {'/'.join(sorted(nouns))}; the answer counts none"
     return None
+
+
+# Questions that ask for something technical by name ("Which package …", "What command …",
+# "In which directory …", 哪个命令): the answer names it, and a name of that kind is usually
+# written as an identifier (build-essential, /var/lib/dpkg/info, security.debian.org,
+# apt-mark hold, "mail-transport-agent"), which a sentence that only talks about it lacks.
+_EN_NAMED = re.compile(
+    r"\b(?:which|what)\s+(?:\w+\s){0,2}?(?:package|tool|program|command|utility|file|directory|"
+    r"folder|path|server|host|target|option|flag|setting|line|module|library|daemon|"
+    r"service|codename|name|variable|key|group|shortcut)s?\b|\bwhat is the name\b", re.I)
+_HOW_TO = re.compile(r"\bhow (?:do|can|should) (?:i|you|we)\b|怎样|怎麼|怎么|如何", re.I)
+_ZH_NAMED = re.compile(r"(?:哪个|哪個|什么|什麼|哪一个|哪一個)(?:\S{0,4}?)(?:命令|工具|软件包|軟件包|包|程序|"
+                       r"文件|目录|目錄|服务器|伺服器|选项|選項|参数|參數|模块|模組|服务|服務|变量|變量|"
+                       r"快捷键|快捷鍵|组|組|沙盒)")
+_IDENTIFIER = re.compile(
+    r"(?<![\w/.-])(?:/[\w.+-]+(?:/[\w.+-]+)*/?|--?[A-Za-z][\w-]*|[A-Za-z][\w+]*(?:[-_.][\w+]+)+)"
+    r"(?![\w/-])|\"[^\"\s]{2,40}\"|`[^`]{2,60}`|“[^”\s]{2,40}”")
+
+
+def asks_for_name(question: str) -> bool:
+    """Whether the question asks for a technical name (package, command, path, server …)."""
+    return bool(_EN_NAMED.search(question) or _ZH_NAMED.search(question)
+                or _HOW_TO.search(question))
+
+
+def answer_form(question: str, text: str) -> bool:
+    """Whether `text` holds the answer in the form the question asks for, beyond `has_value`:
+    a duration for "how long", the counted noun for "how many X", an identifier that is not in
+    the question for a question about a technical name. Used to rank sentences to quote (a
+    sentence that restates the question ties with the one after it that answers it), never to
+    reject one."""
+    if _HOW_LONG.search(question) or _ZH_HOW_LONG.search(question) or counted_nouns(question):
+        return claim_misses(question, text) is None
+    if asks_for_name(question):
+        lower = question.lower()
+        return any(m.group(0).strip("\"`“”").lower() not in lower
+                   for m in _IDENTIFIER.finditer(without_numbering(text)))
+    return False

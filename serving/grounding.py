@@ -242,6 +242,11 @@ class CheckerConfig:
     relevance_margin: float = 0.7
 
 
+# What a sentence's holding the answer in the asked form (answer_types.answer_form) adds to its
+# rank among the sentences to quote: enough to pass a neighbour that only restates the question.
+FORM_BONUS = 0.3
+OWN_WEIGHT = 1.0
+
 Passages = Sequence[tuple[int, str] | tuple[int, str, str]]  # (n, text[, section heading path])
 
 
@@ -256,13 +261,14 @@ class _Scorer:
     def __init__(self, question: str, passages: Passages) -> None:
         self.units: list[tuple[int, int, str]] = []
         self.heading: dict[int, set[str]] = {}
+        self.section: dict[int, str] = {}  # the heading path itself
         self.passage_text: dict[int, str] = {}  # heading path and text, as the model sees them
         self.holds_asked: dict[int, bool] = {}  # the passage holds the years/releases asked
         self.is_heading: list[bool] = []  # per unit: the passage's heading line
         asked = {m.replace(",", "") for m in _ASKED_NUMBER.findall(question)}
         for n, text, *rest in passages:
             section = rest[0].strip() if rest and rest[0] else ""
-            self.heading[n] = terms(section)
+            self.heading[n], self.section[n] = terms(section), section
             self.passage_text[n] = f"{section}\n{text}" if section else text
             lower = self.passage_text[n].lower()
             self.holds_asked[n] = all(_has_fact(x, lower) for x in asked)
@@ -317,6 +323,20 @@ class _Scorer:
         return max((self.window_relevance(k, heading=False) for k in range(len(self.units))
                     if self.answers(k) and not self.is_heading[k]), default=0.0)
 
+    def in_form(self, k: int) -> bool:
+        """Whether unit k (with the unit it introduces) gives the answer in the asked form."""
+        return answer_types.answer_form(self.question, self.with_continuation(k))
+
+    def with_continuation(self, k: int) -> str:
+        """Unit k, and the unit after it when k only introduces it: "To list all packages for
+        which newer versions are available, run:" is followed by the command it announces."""
+        n, _, sentence = self.units[k]
+        following = k + 1
+        if (sentence.rstrip().endswith((":", "：")) and following < len(self.units)
+                and self.units[following][0] == n):
+            return f"{sentence} {self.units[following][2]}"
+        return sentence
+
     def answers(self, k: int) -> bool:
         """Whether unit k holds a value of the kind the question asks for (see answer_types),
         in a passage that holds the numbers the question names ("… in the third quarter of
@@ -324,11 +344,20 @@ class _Scorer:
         return (not self.missing and self.holds_asked[self.units[k][0]]
                 and answer_types.has_value(self.kind, self.units[k][2], self.question))
 
-    def best(self) -> tuple[int, float]:
+    def best(self, quotable: bool = False) -> tuple[int, float]:
         """Index of the most relevant unit that holds a value of the asked kind (ties: earlier
-        passage) and its relevance; (-1, 0.0) when no unit does."""
-        scored = [(self.window_relevance(k) + 0.5 * self.relevance(ts, self.units[k][2]), -k)
-                  for k, ts in enumerate(self.unit_terms) if self.answers(k)]
+        passage) and its relevance; (-1, 0.0) when no unit does. `quotable` ranks the units
+        as quotes: heading lines only when no sentence holds the asked value (a heading
+        restates the question, "6.2.2. Where do these codenames come from?", unless it holds
+        the answer, "4.3.1, released 17 September 2024"), with more weight on the unit's own
+        words and a bonus for the answer's form (`answer_types.answer_form`)."""
+        own, bonus = (OWN_WEIGHT, FORM_BONUS) if quotable else (0.5, 0.0)
+        candidates = [k for k in range(len(self.units)) if self.answers(k)]
+        if quotable and any(not self.is_heading[k] for k in candidates):
+            candidates = [k for k in candidates if not self.is_heading[k]]
+        scored = [(self.window_relevance(k) + own * self.relevance(self.unit_terms[k],
+                                                                   self.units[k][2])
+                   + (bonus * self.in_form(k) if bonus else 0.0), -k) for k in candidates]
         if not scored:
             return -1, 0.0
         _, neg_k = max(scored)
@@ -350,11 +379,11 @@ def answerability(question: str, passages: Passages) -> float:
 def extract(question: str, passages: Passages) -> tuple[int, str, float] | None:
     """The (passage n, sentence, relevance) that best answers the question, or None."""
     scorer = _scorer(question, tuple(passages))
-    k, rel = scorer.best()
+    k, rel = scorer.best(quotable=True)
     if k < 0:
         return None
     n, _, sentence = scorer.units[k]
-    return n, sentence, rel
+    return n, scorer.with_continuation(k), rel
 
 
 def check(question: str, answer: str, passages: Passages,
@@ -437,6 +466,10 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
                   relevance=round(min(ratio, 1.0), 3))
     if missing:
         return Grounding(False, reason=f"{', '.join(missing[:3])} not in passage [{n}]", **common)
+    apart = _apart(claim, question_lower, scorer, k)
+    if apart:
+        return Grounding(False, reason=f"the sentence of passage [{n}] that says this does not "
+                         f"name {apart}", **common)
     if not answer_types.has_value(scorer.kind, claim, question):
         return Grounding(False, reason=f"the question asks for a {scorer.kind}; the answer "
                          "gives none", **common)
@@ -452,3 +485,15 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     return Grounding(True, **common)
 
 
+def _apart(claim: str, question_lower: str, scorer: _Scorer, k: int) -> str | None:
+    """A number or code the claim repeats from the question that its sentence (unit k, or the
+    passage's heading) does not hold, or None. "The codename sid was given to Debian 13" pairs
+    sid with 13, but the passage's sid sentence is the one after "trixie (Debian 13) …": both
+    are near each other, yet no sentence says what the claim says."""
+    shared = [f for f in facts(claim) if any(c.isdigit() for c in f)
+              and _has_fact(f, question_lower)]
+    if not shared:
+        return None
+    n = scorer.units[k][0]
+    here = f"{scorer.section.get(n, '')}\n{scorer.units[k][2]}".lower()
+    return next((f for f in shared if not _has_fact(f, here)), None)

@@ -1,0 +1,77 @@
+"""Which passage sentence `extract` quotes, and claims that pair facts from different sentences
+(serving/grounding.py, serving/answer_types.py). Each case is a miss read in an eval run on the
+Debian FAQ or the Chinese Debian Reference, rebuilt by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving import answer_types
+from serving.grounding import check, extract
+
+CODENAMES = "Chapter 6 > 6.2.2. Where do these codenames come from?"
+TOYS = (1, "- bookworm (Debian 12) was a green toy worm.\n- trixie (Debian 13) was a blue plastic "
+           "triceratops.\n- sid was the evil neighbor kid next door who broke all toys.", CODENAMES)
+
+
+def test_a_heading_that_restates_the_question_is_never_quoted():
+    n, sentence, _ = extract("Where do these codenames come from?", [TOYS])
+    assert n == 1 and sentence != CODENAMES and "was" in sentence
+
+
+def test_a_sentence_that_announces_a_command_is_quoted_with_it():
+    passages = [(1, "To list all packages for which newer versions are available, run:\n\n"
+                    "apt list --upgradable\n\nThe list is sorted by name.")]
+    _, sentence, _ = extract("How do I list the packages that have newer versions available?",
+                             passages)
+    assert sentence == ("To list all packages for which newer versions are available, run: "
+                        "apt list --upgradable")
+
+
+def test_the_sentence_naming_the_thing_beats_the_one_restating_the_question():
+    passages = [(1, "Similarly, exim4 and sendmail both provide the functionality of a mail "
+                    "transport agent. They are therefore said to provide the virtual package "
+                    '"mail-transport-agent".')]
+    _, sentence, _ = extract("Which virtual package do exim4 and sendmail both provide?",
+                             passages)
+    assert "mail-transport-agent" in sentence
+
+
+def test_how_long_prefers_the_sentence_with_a_duration():
+    passages = [(1, "So on June 15, both testing and unstable have XYZ-3.7 in their "
+                    "repositories. After 5 days, XYZ-3.7 from unstable migrates into testing.")]
+    _, sentence, _ = extract("How long does a package usually wait in unstable before it "
+                             "migrates to testing?", passages)
+    assert "5 days" in sentence
+
+
+@pytest.mark.parametrize("question", ["用什么命令管理用户密码的有效期？",
+                                      "GNOME 下在几个输入法之间切换用什么快捷键？",
+                                      "Which package do I need to install to get lsb_release?"])
+def test_a_question_about_a_named_thing_asks_for_no_number_or_code(question):
+    """密码 (password) and 几个 (several) made these a code and a number question, which no
+    command name could answer: the table row naming `chage` was never a candidate."""
+    assert answer_types.expected(question) is None and answer_types.asks_for_name(question)
+
+
+def test_a_command_in_a_table_row_is_extracted_for_a_chinese_question():
+    passages = [(1, "第 4 章 认证和访问控制\n\n| 命令 | 功能 |\n|---|---|\n"
+                    "| chage | 管理密码有效期信息 |\n| passwd | 修改密码 |")]
+    _, sentence, _ = extract("用什么命令管理用户密码的有效期？", passages)
+    assert "chage" in sentence
+
+
+def test_a_claim_must_not_pair_facts_from_neighbouring_sentences():
+    question = "Which codename was given to Debian 13?"
+    wrong = check(question, 'The codename "sid" was given to Debian 13.', [TOYS])
+    assert not wrong.supported and "does not name 13" in wrong.reason
+    assert check(question, "Debian 13 was given the codename trixie [1].", [TOYS]).supported
+
+
+def test_the_form_bonus_ranks_but_never_rejects():
+    question = "Which program helps me file a bug report?"
+    assert answer_types.answer_form(question, "You can use the reportbug-ng tool.")
+    assert not answer_types.answer_form(question, "You can use the package reportbug.")
+    n, sentence, _ = extract(question, [(1, "You can use the package reportbug to file a bug "
+                                            "report.")])
+    assert n == 1 and "reportbug" in sentence
