@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     on_unsupported: Literal["extract", "refuse", "flag"] = "extract"
     answerable_threshold: float | None = Field(None, ge=0.0, le=1.0)
     extract_threshold: float = Field(0.0, ge=0.0, le=1.0)  # `extract` quotes only above this
+    # RAG replies may not open with "[" nor start a line "[n] " (a passage header of the context
+    # list, which a tuned model continues: "[5] docs/x.html › Chapter 7 …"); see Assistant.request
+    context_echo_guard: bool = True
     reranker: str = ""  # a cross-encoder (HF id or local dir) used by serving and eval
     max_new_tokens: int = Field(256, ge=1)
     max_question_chars: int = Field(4000, ge=1)

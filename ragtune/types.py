@@ -94,6 +94,10 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Texts the reply may not open with: its first token may not start with one (leading
+    # spaces aside). A cited RAG answer opens with the answer, never with "[": a tuned model that
+    # does is continuing the context list ("[5] docs/x.html › Chapter 7 …").
+    banned_openings: tuple[str, ...] = ()
 
 
 @dataclass

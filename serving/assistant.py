@@ -140,9 +140,14 @@ class Assistant:
     def request(self, prompt: Prompt, params: Params) -> GenerationRequest:
         """The generation request for a prepared prompt (the model name checked)."""
         check_model(self.generator, params.model)
+        stop, openings = list(params.stop), ()
+        if prompt.use_rag and prompt.sources and self.config.context_echo_guard:
+            stop += [s for s in context_echo_stops(len(prompt.sources)) if s not in stop]
+            openings = ("[",)
         return GenerationRequest(prompt.messages, params.model,
                                  params.max_new_tokens or self.config.max_new_tokens,
-                                 params.temperature, params.top_p, list(params.stop), params.seed)
+                                 params.temperature, params.top_p, stop, params.seed,
+                                 banned_openings=openings)
 
     # ------------------------------------------------------------------------------ answers
     def ask(self, question: str, use_rag: bool = True, top_k: int | None = None,
@@ -257,6 +262,14 @@ class Assistant:
                 return quoted_answer(prompt.question, n, sentence), "extracted", {
                     **out, "passage": n, "sentence": sentence}
         return (text if model_refused else refusal(prompt.question)), "refused", out
+
+
+def context_echo_stops(passages: int) -> list[str]:
+    """Stop strings that end a RAG reply where it starts a passage header of its own: a line
+    `[n] ` (a quote line is `[n]: "…"`, so it is not cut). Measured on the tuned adapters'
+    eval answers (2026-12-01): 22 of 115 on data/eval, 17 of 40 on the Debian FAQ opened or
+    went on with an invented `[5] workspace/…/pkg-basics.en.html › Chapter 7 …` line."""
+    return [f"\n[{n}] " for n in range(1, passages + 4)]
 
 
 def _events(parts: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:

@@ -29,6 +29,7 @@ class Job:
     cancels: list[threading.Event] = field(default_factory=list)
     future: Future = field(default_factory=Future)
     deltas: queue.SimpleQueue | None = None  # streaming: str deltas, then result or exception
+    banned_first: tuple[int, ...] = ()  # token ids the first generated token may not be
 
     def cancelled(self) -> bool:
         return any(event.is_set() for event in self.cancels)

@@ -98,6 +98,7 @@ class AssistantConfig:
     assistant_name: str = "ragtune"
     organisation: str = "ragtune"
     history_size: int = 1000
+    context_echo_guard: bool = True  # a RAG reply may not copy the context's "[n] source" lines
 
     def __post_init__(self) -> None:
         require_positive("top_k", self.top_k)
@@ -123,6 +124,7 @@ class AssistantConfig:
         values = dict(top_k=settings.top_k, relevance_threshold=settings.relevance_threshold,
                       on_unsupported=settings.on_unsupported, answerable_threshold=threshold,
                       extract_threshold=settings.extract_threshold,
+                      context_echo_guard=settings.context_echo_guard,
                       max_new_tokens=settings.max_new_tokens,
                       assistant_name=settings.assistant_name, organisation=settings.organisation)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -155,6 +155,8 @@ class ContinuousBatcher:
                 pre.store_prefix = False
             if end == len(ids):
                 self.prefilling.pop(0)
+                if pre.row.job.banned_first:  # the request's banned openings
+                    logits[:, list(pre.row.job.banned_first)] = float("-inf")
                 self._start_decoding(pre, self._choose(logits, [pre.row])[0])
 
     def _run_chunk(self, pre: Prefill, chunk: list[int]) -> torch.Tensor:

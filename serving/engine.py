@@ -133,6 +133,7 @@ class TransformersGenerator(Engine):
         self._rejected: dict[str, float] = {}  # adapter name -> files' mtime when it failed
         self._active: str | None = None  # "base", the adapter peft has active, None: unknown
         self._prefix_ids: dict[str, list[int]] = {}  # system text -> its prompt ids
+        self._openings: dict[tuple[str, ...], tuple[int, ...]] = {}  # see opening_ids
         self._cache_arg = _cache_argument(model)
         self.prefixes = PrefixCache(self.config.prefix_cache_entries)
         self._batcher = ContinuousBatcher(
@@ -259,6 +260,7 @@ class TransformersGenerator(Engine):
                 f"it exceeds the model's context of {self._max_positions} tokens")
         job = Job(request, ids, time.monotonic() + self.config.request_timeout_s,
                   think=prompt_opens_thinking(prompt), prefix_len=prefix_len,
+                  banned_first=self.opening_ids(request.banned_openings),
                   cancels=[cancel] if cancel is not None else [],
                   deltas=SimpleQueue() if stream else None)
         job.cancels.append(threading.Event())
@@ -370,6 +372,20 @@ class TransformersGenerator(Engine):
                 self.model.base_model.enable_adapter_layers()
             self._active = name
         yield
+
+    def opening_ids(self, openings: tuple[str, ...]) -> tuple[int, ...]:
+        """The token ids whose text starts with one of `openings` (leading spaces aside), found
+        once per tuple by decoding the vocabulary (~50k tokens: a fraction of a second)."""
+        if not openings:
+            return ()
+        if openings not in self._openings:
+            with self._tok_lock:
+                vocab = range(len(self.tokenizer))
+                texts = self.tokenizer.batch_decode([[i] for i in vocab])
+            self._openings[openings] = tuple(
+                i for i, text in zip(vocab, texts, strict=True)
+                if i not in self._drop_ids and text.lstrip().startswith(openings))
+        return self._openings[openings]
 
     def _decode(self, tokens: list[int]) -> str:
         kept = [t for t in tokens if t not in self._drop_ids]

@@ -91,8 +91,8 @@ class OpenAIUpstreamGenerator(Engine):
                                       messages=request.messages,
                                       max_tokens=request.max_new_tokens,
                                       temperature=request.temperature, top_p=request.top_p)
-        if request.stop:
-            params["stop"] = request.stop
+        if request.stop:  # OpenAI's API takes at most 4; the caller's own stops come first
+            params["stop"] = request.stop[:4]
         if request.seed is not None:
             params["seed"] = request.seed
         return params

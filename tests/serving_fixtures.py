@@ -134,11 +134,12 @@ def adapter_workspace(tmp_path_factory, tiny_llama_dir: Path) -> Path:
 
 
 def reference_output(base_dir: Path, adapter_dir: Path | None, messages: list[dict],
-                     max_new_tokens: int) -> str:
+                     max_new_tokens: int, banned_first: tuple[int, ...] = ()) -> str:
     """What plain transformers (+ peft with only that adapter) generates for one request,
-    greedy, decoded as the engine decodes (up to EOS, special tokens dropped)."""
+    greedy, decoded as the engine decodes (up to EOS, special tokens dropped); `banned_first`:
+    token ids the first new token may not be (a logits processor of the first step)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -148,9 +149,17 @@ def reference_output(base_dir: Path, adapter_dir: Path | None, messages: list[di
         model = PeftModel.from_pretrained(model, adapter_dir)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    start = ids.shape[1]
+
+    def first_step(seen: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if banned_first and seen.shape[1] == start:
+            scores[:, list(banned_first)] = float("-inf")
+        return scores
+
     with torch.inference_mode():
         out = model.eval().generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=max_new_tokens)
+                                    max_new_tokens=max_new_tokens,
+                                    logits_processor=LogitsProcessorList([first_step]))
     tokens = out[0, ids.shape[1]:].tolist()
     if tokenizer.eos_token_id in tokens:
         tokens = tokens[: tokens.index(tokenizer.eos_token_id)]

@@ -63,3 +63,21 @@ def test_config_errors_name_the_field():
         AssistantConfig(search_mode="fuzzy")
     with pytest.raises(ConfigError, match="top_k"):
         AssistantConfig(top_k=0)
+
+
+def test_rag_requests_guard_against_copying_the_context_list(retriever):
+    """A tuned model continued the context list ("[5] docs/x.html › Chapter 7 …"): RAG replies
+    may not open with "[", and stop where a line starts a passage header; quote lines
+    (`[n]: "…"`) and plain chats are untouched."""
+    assistant = Assistant(EchoGenerator(), retriever, AssistantConfig(top_k=2))
+    prompt = assistant.prepare(QUESTION)
+    request = assistant.request(prompt, Params(stop=["###"]))
+    assert request.banned_openings == ("[",)
+    assert request.stop[0] == "###" and "\n[1] " in request.stop and "\n[3] " in request.stop
+    assert not any(s.startswith("\n[1]:") for s in request.stop)
+    plain = assistant.request(assistant.prepare(QUESTION, use_rag=False), Params())
+    assert plain.banned_openings == () and plain.stop == []
+    off = Assistant(EchoGenerator(), retriever, AssistantConfig(top_k=2,
+                                                                context_echo_guard=False))
+    unguarded = off.request(off.prepare(QUESTION), Params())
+    assert unguarded.banned_openings == () and unguarded.stop == []

@@ -95,6 +95,25 @@ def test_stop_strings_cut_the_text(engine) -> None:
     assert "".join(streamed[:-1]) == cut
 
 
+def test_banned_openings_change_only_the_first_token(engine, adapter_workspace,
+                                                     tiny_llama_dir) -> None:
+    prompt, model = PROMPTS[1], "alpha"  # the tiny adapter opens it with " helpful"
+    free = engine.complete(req(prompt, model, n=6)).text
+    opening = free.lstrip()[:1]
+    assert opening.isalpha()
+    banned = engine.opening_ids((opening,))
+    assert banned and all(engine.tokenizer.decode([i]).lstrip().startswith(opening)
+                          for i in banned)
+    guarded = engine.complete(req(prompt, model, n=6, banned_openings=(opening,))).text
+    assert not guarded.lstrip().startswith(opening) and guarded != free
+    adapter = adapter_workspace / "runs" / model / "adapter"
+    assert guarded == reference_output(tiny_llama_dir, adapter, req(prompt).messages, 6,
+                                       banned_first=banned)
+    together = engine.generate([req(prompt, model, n=6),
+                                req(prompt, model, n=6, banned_openings=(opening,))])
+    assert [r.text for r in together] == [free, guarded]  # the ban is the row's own
+
+
 def test_cancel_stops_a_generation(engine) -> None:
     cancel = threading.Event()
     events = engine.stream_events(req(PROMPTS[0], "alpha", n=400), cancel)
