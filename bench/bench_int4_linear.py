@@ -1,6 +1,8 @@
-"""Could the embedded model be served as the 4-bit model it ships as? One Linear layer of
-SmolLM2-135M's shapes, fp32 `F.linear` against torch's int4 weight-only kernel for CPU
-(`_weight_int4pack_mm_for_cpu`, tinygemm layout, group size 32), as time ratios in one run.
+"""Could the embedded model be served as the 4-bit model it ships as, or in 8 bits? One Linear
+layer of SmolLM2-135M's shapes, fp32 `F.linear` against torch's int4 weight-only kernel for CPU
+(`_weight_int4pack_mm_for_cpu`, tinygemm layout, group size 32) and its int8 weight-only kernel
+(`_weight_int8pack_mm`, one scale per output channel, activations stay fp32), as time ratios
+in one run.
 
     .venv/bin/python bench/bench_int4_linear.py [--repeats 300]
 
@@ -53,10 +55,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| layer (out x in) | rows | fp32 us | int4 us | int4 / fp32 | max abs diff |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| layer (out x in) | rows | fp32 us | int4 us | int4 / fp32 | int4 max diff | "
+          "int8 us | int8 / fp32 | int8 rel. error |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for out_f, in_f in SHAPES:
         weight, packed, sz = q4_1_weight(out_f, in_f)
+        scales = weight.abs().amax(dim=1) / 127  # per output channel
+        int8_weight = torch.round(weight / scales[:, None]).to(torch.int8)
         for rows in (1, 16):
             x = torch.randn(rows, in_f)
             fp32 = timed(lambda: torch.nn.functional.linear(x, weight), args.repeats)
@@ -64,8 +69,14 @@ def main() -> None:
                          args.repeats)
             diff = (torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP, sz)
                     - x @ weight.t()).abs().max().item()
+            int8 = timed(lambda: torch.ops.aten._weight_int8pack_mm(x, int8_weight, scales),
+                         args.repeats)
+            exact = x @ weight.t()
+            err8 = ((torch.ops.aten._weight_int8pack_mm(x, int8_weight, scales) - exact).norm()
+                    / exact.norm()).item()
             print(f"| {out_f} x {in_f} | {rows} | {fp32 * 1e6:.0f} | {int4 * 1e6:.0f} | "
-                  f"{int4 / fp32:.1f} | {diff:.1e} |")
+                  f"{int4 / fp32:.1f} | {diff:.1e} | {int8 * 1e6:.0f} | {int8 / fp32:.2f} | "
+                  f"{err8:.1e} |")
 
 
 if __name__ == "__main__":

@@ -284,7 +284,8 @@ class _Scorer:
         df = Counter(t for ts in self.unit_terms for t in ts & self.question_terms)
         total = max(len(self.units), 1)
         self.weight = {t: math.log(1 + (total + 1) / (df.get(t, 0) + 0.5))
-                       for t in self.question_terms}
+                       for t in sorted(self.question_terms)}  # sorted: float sums (and so
+        # ties between sentences) must not depend on the interpreter's string-hash seed
         self.norm = sum(self.weight.values()) or 1.0
 
     def relevance(self, unit_terms: set[str], text: str = "") -> float:
@@ -399,7 +400,9 @@ def check(question: str, answer: str, passages: Passages,
     if bad:
         return Grounding(False, reason=f"cites [{bad[0]}], which is not a retrieved passage",
                          cited=cited)
-    kind = degeneracy(answer) or ("empty" if not claim else None)
+    # a bare list marker ("1." once a copied passage header is cut off) says nothing either
+    bare = not answer_types.without_numbering(claim).strip(" .。、")
+    kind = degeneracy(answer) or ("empty" if bare else None)
     if kind:
         return Grounding(False, reason=f"the answer is degenerate ({kind})", cited=cited)
     for n, quote in quotes:
@@ -486,12 +489,12 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
 
 
 def _apart(claim: str, question_lower: str, scorer: _Scorer, k: int) -> str | None:
-    """A number or code the claim repeats from the question that its sentence (unit k, or the
-    passage's heading) does not hold, or None. "The codename sid was given to Debian 13" pairs
-    sid with 13, but the passage's sid sentence is the one after "trixie (Debian 13) …": both
-    are near each other, yet no sentence says what the claim says."""
-    shared = [f for f in facts(claim) if any(c.isdigit() for c in f)
-              and _has_fact(f, question_lower)]
+    """A fact (number, code, name) the claim repeats from the question that its sentence (unit
+    k, or the passage's heading) does not hold, or None. "The codename sid was given to Debian
+    13" pairs sid with 13, but the passage's sid sentence is the one after "trixie (Debian 13)
+    …"; "The prefix for Halyard parts is TW-" pairs Halyard with the line "- TW- Tidewell
+    parts": near each other, yet no sentence says what the claim says."""
+    shared = sorted(f for f in facts(claim) if _has_fact(f, question_lower))
     if not shared:
         return None
     n = scorer.units[k][0]

@@ -75,3 +75,24 @@ def test_the_form_bonus_ranks_but_never_rejects():
     n, sentence, _ = extract(question, [(1, "You can use the package reportbug to file a bug "
                                             "report.")])
     assert n == 1 and "reportbug" in sentence
+
+
+@pytest.mark.parametrize("answer", ["1.", "2. [1]", "一、"])
+def test_a_bare_list_marker_is_an_empty_answer(answer):
+    """What is left of "1.\n\n[1] docs/x.html › …" once the copied header is cut off: the
+    "1" of "ps --pid 1 -f" in the passage made it look supported."""
+    passages = [(1, "你的系统中实际使用的 init 命令可以使用 ps --pid 1 -f 命令确认。")]
+    verdict = check("怎么确认系统里实际在用的 init 程序是哪个？", answer, passages)
+    assert not verdict.supported and verdict.reason == "the answer is degenerate (empty)"
+
+
+def test_a_claim_must_not_pair_a_name_with_a_neighbouring_line():
+    """The tuned adapter's "The prefix for part numbers for Halyard parts is `TW-`" passed."""
+    passages = [(1, "Part numbers have a two-letter family prefix followed by a five-digit "
+                    "number:\n\n- `TW-` Tidewell parts\n- `SK-` Skerrow parts\n"
+                    "- `HY-` Halyard parts", "Operations > Part numbers")]
+    question = "Which prefix do part numbers for Halyard parts start with?"
+    wrong = check(question, "The prefix for part numbers for Halyard parts is `TW-`", passages)
+    assert not wrong.supported and "does not name halyard" in wrong.reason
+    right = check(question, "The prefix for part numbers for Halyard parts is `HY-`", passages)
+    assert right.reason != wrong.reason and "halyard" not in (right.reason or "")
