@@ -278,3 +278,23 @@ def answer_form(question: str, text: str) -> bool:
         return any(m.group(0).strip("\"`“”").lower() not in lower
                    for m in _IDENTIFIER.finditer(without_numbering(text)))
     return False
+
+
+# "Which deadweight tester is …", "What kind of package am I missing": the thing the question
+# asks for an instance of. Attribute and value nouns ("What colour is …", "Which year …") are
+# left out: a passage answers those with the value alone ("blue", "2014").
+_ASKED_THING = re.compile(
+    r"^\s*(?:in |on |at |from |for |to |with )?(?:which|what)\s+((?:[a-z][\w-]*\s+){0,2}?[a-z][\w-]*)"
+    r"\s+(?:is|are|was|were|do|does|did|can|could|should|must|will|would|has|have|had)\b", re.I)
+_ATTRIBUTE = re.compile(r"\b(?:colou?r|type|kind|sort|size|year|day|date|time|month|week|hour|"
+                        r"version|number|name|value|amount|level|rate|percentage|share|price|"
+                        r"cost|length|width|height|depth|weight|speed|temperature|voltage|range|"
+                        r"way|order|format|language|unit|part|step|reason|one|ones)s?\b", re.I)
+
+
+def asked_thing(question: str) -> str | None:
+    """The noun phrase a "which/what X is …" question asks for an instance of, or None."""
+    m = _ASKED_THING.search(question)
+    if not m or _ATTRIBUTE.search(m.group(1)):
+        return None
+    return m.group(1)

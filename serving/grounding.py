@@ -34,6 +34,7 @@ question (0 when no sentence holds the asked kind of value), the score that the 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,9 @@ class CheckerConfig:
 # rank among the sentences to quote: enough to pass a neighbour that only restates the question.
 FORM_BONUS = 0.3
 OWN_WEIGHT = 1.0
+# A lead-in that stops without punctuation, and the command line it introduces.
+_OPEN_END = re.compile(r"[A-Za-z0-9\u4e00-\u9fff]$")
+_CODE_LINE = re.compile(r"^\$\s|^#\s|(?<!\w)--?[A-Za-z][\w-]*|\w[-_.]\w|/\w")
 
 Passages = Sequence[tuple[int, str] | tuple[int, str, str]]  # (n, text[, section heading path])
 
@@ -111,6 +115,9 @@ class _Scorer:
         self.unit_terms = [terms(u) for _, _, u in self.units]
         every = "\n".join(self.passage_text.values()).lower()
         self.missing = sorted(e for e in entities(question) if not has_fact(e, every))
+        thing = answer_types.asked_thing(question)
+        if thing and len(terms(thing)) > 1 and not terms(thing) & terms(every):
+            self.missing.append(thing)  # no passage mentions any deadweight tester
         self.question_terms = question_terms(question)
         self.kind = answer_types.expected(question)
         self.question = question
@@ -163,12 +170,18 @@ class _Scorer:
 
     def with_continuation(self, k: int) -> str:
         """Unit k, and the unit after it when k only introduces it: "To list all packages for
-        which newer versions are available, run:" is followed by the command it announces."""
+        which newer versions are available, run:" is followed by the command it announces, and
+        so is a lead-in that ends in no punctuation at all ("To list all the files provided by
+        the installed package foo execute the command" above `dpkg --listfiles foo`)."""
         n, _, sentence = self.units[k]
         following = k + 1
-        if (sentence.rstrip().endswith((":", "：")) and following < len(self.units)
-                and self.units[following][0] == n):
-            return f"{sentence} {self.units[following][2]}"
+        if following >= len(self.units) or self.units[following][0] != n:
+            return sentence
+        after = self.units[following][2]
+        end = sentence.rstrip()
+        if end.endswith((":", "：")) or (
+                _OPEN_END.search(end) and not self.is_heading[k] and _CODE_LINE.search(after)):
+            return f"{sentence} {after}"
         return sentence
 
     def answers(self, k: int) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from serving import answer_types
-from serving.grounding import check, extract
+from serving.grounding import answerability, check, extract
 
 CODENAMES = "Chapter 6 > 6.2.2. Where do these codenames come from?"
 TOYS = (1, "- bookworm (Debian 12) was a green toy worm.\n- trixie (Debian 13) was a blue plastic "
@@ -60,6 +60,38 @@ def test_a_command_in_a_table_row_is_extracted_for_a_chinese_question():
     _, sentence, _ = extract("用什么命令管理用户密码的有效期？", passages)
     assert "chage" in sentence
 
+
+def test_a_lead_in_without_punctuation_is_quoted_with_the_command_it_announces():
+    """The FAQ's "To list all the files provided by the installed package foo execute the
+    command" stands above `dpkg --listfiles foo` in a block of its own, with no colon."""
+    passages = [(1, "To list all the files provided by the installed package foo execute the "
+                    "command\n\ndpkg --listfiles foo\n\nSee the manual page for more.")]
+    _, sentence, _ = extract("How do I list the files provided by the installed package foo?",
+                             passages)
+    assert sentence.endswith("execute the command dpkg --listfiles foo")
+    prose = [(1, "Packages are listed by dpkg\n\nThe list is sorted by name.")]
+    _, sentence, _ = extract("How are packages listed by dpkg?", prose)
+    assert sentence == "Packages are listed by dpkg"  # no command line follows: quoted alone
+
+
+def test_a_thing_no_passage_mentions_makes_the_question_unanswerable():
+    """"Which deadweight tester is the primary pressure reference …" with none of the retrieved
+    passages about a deadweight tester: both models answered with the procedure's title, and
+    the check passed it (every word of the title is in the passage)."""
+    passages = [(1, "This procedure describes how the Quarry Lab calibrates pressure water "
+                    "level loggers.", "Calibration Procedure for Pressure Water Level Loggers")]
+    question = "Which deadweight tester is the primary pressure reference in the Quarry Lab?"
+    assert answer_types.asked_thing(question) == "deadweight tester"
+    assert answerability(question, passages) == 0.0 and extract(question, passages) is None
+    held = passages + [(2, "The primary pressure reference is the DW-9 deadweight tester.")]
+    assert extract(question, held)[1].startswith("The primary pressure reference is the DW-9")
+    # a thing named by one noun is answered by an instance alone ("… served through
+    # security.debian.org" for "From which server …"), and attributes by their value
+    assert answer_types.asked_thing("From which server are the updates delivered?") == "server"
+    assert answerability("From which server are the security updates delivered?",
+                         [(1, "All the security updates are served through "
+                              "security.debian.org.")]) > 0
+    assert answer_types.asked_thing("What colour is the TW-40 housing?") is None
 
 def test_a_claim_must_not_pair_facts_from_neighbouring_sentences():
     question = "Which codename was given to Debian 13?"
