@@ -284,8 +284,9 @@ def answer_form(question: str, text: str) -> bool:
 # asks for an instance of. Attribute and value nouns ("What colour is …", "Which year …") are
 # left out: a passage answers those with the value alone ("blue", "2014").
 _ASKED_THING = re.compile(
-    r"^\s*(?:in |on |at |from |for |to |with )?(?:which|what)\s+((?:[a-z][\w-]*\s+){0,2}?[a-z][\w-]*)"
-    r"\s+(?:is|are|was|were|do|does|did|can|could|should|must|will|would|has|have|had)\b", re.I)
+    r"^\s*(?:in |on |at |from |for |to |with )?(?:which|what)\s+"
+    r"((?:[a-z][\w-]*\s+){0,2}?[a-z][\w-]*)\s+"
+    r"(?:is|are|was|were|do|does|did|can|could|should|must|will|would|has|have|had)\b", re.I)
 _ATTRIBUTE = re.compile(r"\b(?:colou?r|type|kind|sort|size|year|day|date|time|month|week|hour|"
                         r"version|number|name|value|amount|level|rate|percentage|share|price|"
                         r"cost|length|width|height|depth|weight|speed|temperature|voltage|range|"
