@@ -19,10 +19,16 @@ Three workloads in one run, each on plain then ragtune back to back (less drift)
 Completion tokens are counted client-side with the model's tokenizer for both servers.
 Goals (issue 13): 16 clients >= 10x plain, 1 client >= 3x plain, Poisson p95 <= 1.5x p50.
 
+`--sweep 4,8,16,32` measures the `max_batch_size` default instead: the plain recipe once at the
+largest level, then one ragtune server per batch size through the closed-loop levels, each
+ratio against that plain figure (the plain recipe serves one request at a time, so its
+throughput does not depend on the level).
+
     .venv/bin/python bench/bench_serve.py                  # defaults, several minutes on CPU
     .venv/bin/python bench/bench_serve.py --threads 1      # a busy shared machine
     .venv/bin/python bench/bench_serve.py --levels 1,2 --requests 1 --max-new-tokens 8 \
         --poisson-requests 4 --rag-clients 2 --rag-requests 1      # a smoke run
+    .venv/bin/python bench/bench_serve.py --sweep 4,8,16,32 --levels 8,16,32   # max_batch_size
 """
 
 from __future__ import annotations
@@ -316,6 +322,37 @@ def measure(model_dir: str, args: argparse.Namespace, count) -> dict[str, dict]:
             proc.wait(timeout=30)
 
 
+def sweep(model_dir: str, args: argparse.Namespace, count) -> None:
+    """Closed-loop throughput and latency of ragtune per `max_batch_size` (see the docstring)."""
+    n, top = args.max_new_tokens, max(args.levels)
+    proc, url = start("plain", model_dir, args)
+    try:
+        asyncio.run(load(url, "plain", 1, 1, n, count))  # warm-up
+        plain = asyncio.run(load(url, "plain", top, per_client(top, args), n, count))
+        report("plain", f"{top} clients", plain)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    rows = []
+    for batch in args.sweep:
+        proc, url = start("ragtune", model_dir, argparse.Namespace(**{**vars(args),
+                                                                      "max_batch": batch}))
+        try:
+            asyncio.run(load(url, "ragtune", 1, 1, n, count))  # warm-up
+            for level in args.levels:
+                r = asyncio.run(load(url, "ragtune", level, per_client(level, args), n, count))
+                report("ragtune", f"b{batch} {level} cl", r)
+                rows.append((batch, level, r))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"\nmax_batch_size | clients | ragtune tok/s | x plain ({plain['tok_s']:.1f} tok/s) "
+          "| p50 / p95 s")
+    for batch, level, r in rows:
+        print(f"{batch:14} | {level:7} | {r['tok_s']:13.1f} | {r['tok_s'] / plain['tok_s']:8.2f} "
+              f"| {r['p50']:.2f} / {r['p95']:.2f}")
+
+
 def table(args: argparse.Namespace, measured: dict) -> None:
     plain, ours = measured["plain"], measured["ragtune"]
     print("\nworkload | plain tok/s | ragtune tok/s | throughput x | plain p50/p95 s | "
@@ -343,6 +380,8 @@ def main() -> int:
                         help="requests per client per level (at least 4 per level in all)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=16, help="ragtune max_batch_size")
+    parser.add_argument("--sweep", default="",
+                        help="max_batch_size values to compare (comma-separated), see above")
     parser.add_argument("--poisson-requests", type=int, default=24)
     parser.add_argument("--poisson-rate", type=float, default=0.0,
                         help="mean arrivals/s (0: 1.5x the plain one-client request rate)")
@@ -372,6 +411,10 @@ def main() -> int:
     print(f"model {args.model}, {args.max_new_tokens} new tokens, greedy, levels {args.levels}, "
           f"ragtune max_batch_size {args.max_batch}, torch threads "
           f"{args.threads or 'default'}", flush=True)
+    if args.sweep:
+        args.sweep = [int(x) for x in args.sweep.split(",")]
+        sweep(args.model, args, count)
+        return 0
     measured = measure(args.model, args, count)
     table(args, measured)
     return 0

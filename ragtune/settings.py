@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     max_new_tokens_limit: int = Field(2048, ge=1)
     max_top_k: int = Field(20, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    max_batch_size: int = Field(8, ge=1)
+    max_batch_size: int = Field(16, ge=1)
     max_queue: int = Field(64, ge=1)
     request_timeout_s: float = Field(120.0, gt=0)
     # The in-process engine (serving.config.EngineConfig has what each one does).

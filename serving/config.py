@@ -43,7 +43,7 @@ class EngineConfig:
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_size: int = 8  # the settings' default; measure with bench/bench_serve.py
+    max_batch_size: int = 16  # the settings' default, measured: bench/bench_serve.py --sweep
     max_queue: int = 64
     batch_wait_ms: float = 4.0
     request_timeout_s: float = 120.0
