@@ -17,6 +17,9 @@ offline, and a check that runs on every answer must cost ≪ the generation:
    but off-topic sentence ("3 days [3]" from a carry-over rule, asked about annual leave).
    Section headings are left out of this comparison (they count for the gate and the quotes):
    a heading's terms hold for every sentence under it, so they cannot tell two of them apart.
+   A claim that names nothing the question is about, only a value ("The answer is: 2 working
+   days."), must come from a sentence within `bare_value_margin` of the best: with no words
+   of its own to say which sentence it read, a near miss passed the 0.7 margin.
 
 4. The question's expected answer type (`answer_types`: a weight, an amount of money, a number
    or date, a time of day, a code, a person) must be met: an answer to "How much does the TW-40
@@ -74,6 +77,7 @@ class CheckerConfig:
     min_coverage: float = 0.6
     quote_coverage: float = 0.8
     relevance_margin: float = 0.7
+    bare_value_margin: float = 0.8  # for a claim that names nothing the question is about
 
 
 # What a sentence's holding the answer in the asked form (answer_types.answer_form) adds to its
@@ -328,7 +332,12 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     if coverage < cfg.min_coverage:
         return Grounding(False, reason=f"passage [{n}] covers {coverage:.0%} of the answer's "
                          "content", **common)
-    if ratio < cfg.relevance_margin:
+    # A bare value ("The answer is: 2 working days.") names nothing the question is about, so
+    # the sentence it comes from must be (nearly) the best one, not merely a relevant one.
+    topical = (claim_terms & scorer.question_terms).difference(
+        *(terms(w) for w in answer_types.counted_nouns(question)))
+    margin = cfg.relevance_margin if topical else cfg.bare_value_margin
+    if ratio < margin:
         return Grounding(False, reason=f"the sentence of passage [{n}] is not the one about the "
                          "question", **common)
     return Grounding(True, **common)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from serving import answer_types
-from serving.grounding import answerability, check, extract
+from serving.grounding import CheckerConfig, answerability, check, extract
 
 CODENAMES = "Chapter 6 > 6.2.2. Where do these codenames come from?"
 TOYS = (1, "- bookworm (Debian 12) was a green toy worm.\n- trixie (Debian 13) was a blue plastic "
@@ -128,3 +128,23 @@ def test_a_claim_must_not_pair_a_name_with_a_neighbouring_line():
     assert not wrong.supported and "does not name halyard" in wrong.reason
     right = check(question, "The prefix for part numbers for Halyard parts is `HY-`", passages)
     assert right.reason != wrong.reason and "halyard" not in (right.reason or "")
+
+
+def test_a_bare_value_must_come_from_the_best_sentence():
+    """Base's "The answer is: 2 working days." for the advance-replacement deadline passed on
+    `data/eval`: its sentence (the dead-on-arrival clause) was 0.78 x as relevant as the one
+    with 21 days, over the 0.7 margin. Here the wrong sentence scores 0.51 x, so the margins
+    are set around it: a claim that says what it is about is held to `relevance_margin`, a
+    bare value to the stricter `bare_value_margin`."""
+    passages = [(1, "Advance replacement: we ship a loan unit at once. The faulty unit must "
+                    "reach Lumenhollow within 21 days, otherwise the loan unit is invoiced."),
+                (2, "DOA instruments are replaced with a new unit instead of being repaired, "
+                    "and the replacement is shipped within 2 working days.")]
+    question = "Within how many days must the faulty unit arrive after an advance replacement?"
+    cfg = CheckerConfig(relevance_margin=0.5, bare_value_margin=0.8)
+    bare = check(question, "The answer is: 2 working days.", passages, cfg)
+    assert not bare.supported and "is not the one about the question" in bare.reason
+    assert bare.relevance == pytest.approx(0.51, abs=0.01)
+    said = check(question, "The replacement is shipped within 2 working days [2].", passages, cfg)
+    assert said.supported and said.passage == 2
+    assert check(question, "The answer is: 21 days.", passages, cfg).supported
