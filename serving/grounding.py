@@ -120,7 +120,8 @@ class _Scorer:
         every = "\n".join(self.passage_text.values()).lower()
         self.missing = sorted(e for e in entities(question) if not has_fact(e, every))
         thing = answer_types.asked_thing(question)
-        if thing and len(terms(thing)) > 1 and not terms(thing) & terms(every):
+        thing_terms = terms(thing) if thing else set()
+        if len(thing_terms) > 1 and not any(thing_terms & ts for ts in self.unit_terms):
             self.missing.append(thing)  # no passage mentions any deadweight tester
         self.question_terms = question_terms(question)
         self.kind = answer_types.expected(question)
