@@ -46,8 +46,8 @@ from typing import Any
 
 from ragtune.quality import degeneracy
 from serving import answer_types
-from serving.textunits import (ASKED_NUMBER, CJK_RUN, entities, facts, has_fact, question_terms,
-                               sentences, split_answer, terms)
+from serving.textunits import (ASKED_NUMBER, CJK_RUN, entities, facts, fold, has_fact,
+                               question_terms, sentences, split_answer, terms)
 
 __all__ = ["CheckerConfig", "Grounding", "answerability", "check", "extract", "question_terms",
            "sentences", "split_answer", "terms"]
@@ -133,12 +133,15 @@ class _Scorer:
         # ties between sentences) must not depend on the interpreter's string-hash seed
         self.norm = sum(self.weight.values()) or 1.0
 
-    def relevance(self, unit_terms: set[str], text: str = "") -> float:
+    def relevance(self, unit_terms: set[str], text: str = "", folded: bool = False) -> float:
         """IDF-weighted share of the question's terms among `unit_terms` (a Chinese term also
-        counts when it is a substring of `text`: jieba cuts 新员工 and 员工 differently)."""
+        counts when it is a substring of `text`: jieba cuts 新员工 and 员工 differently).
+        `folded` matches word families (`textunits.fold`: decided ~ decision); quotes only."""
+        if folded:
+            unit_terms = {fold(t) for t in unit_terms}
         return sum(w for t, w in self.weight.items()
-                   if t in unit_terms or (text and CJK_RUN.fullmatch(t) and t in text)
-                   ) / self.norm
+                   if (fold(t) if folded else t) in unit_terms
+                   or (text and CJK_RUN.fullmatch(t) and t in text)) / self.norm
 
     def window(self, k: int, heading: bool = True) -> tuple[set[str], str]:
         """Terms and text of unit k with its neighbours in the same passage and (unless
@@ -157,8 +160,8 @@ class _Scorer:
     def window_terms(self, k: int) -> set[str]:
         return self.window(k)[0]
 
-    def window_relevance(self, k: int, heading: bool = True) -> float:
-        return self.relevance(*self.window(k, heading))
+    def window_relevance(self, k: int, heading: bool = True, folded: bool = False) -> float:
+        return self.relevance(*self.window(k, heading), folded=folded)
 
     def best_body(self) -> float:
         """The best heading-free window relevance among the units that hold the asked kind:
@@ -207,8 +210,8 @@ class _Scorer:
         candidates = [k for k in range(len(self.units)) if self.answers(k)]
         if quotable and any(not self.is_heading[k] for k in candidates):
             candidates = [k for k in candidates if not self.is_heading[k]]
-        scored = [(self.window_relevance(k) + own * self.relevance(self.unit_terms[k],
-                                                                   self.units[k][2])
+        scored = [(self.window_relevance(k, folded=quotable)
+                   + own * self.relevance(self.unit_terms[k], self.units[k][2], quotable)
                    + (bonus * self.in_form(k) if bonus else 0.0), -k) for k in candidates]
         if not scored:
             return -1, 0.0

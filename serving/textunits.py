@@ -113,6 +113,26 @@ def terms(text: str, split_hyphens: bool = False) -> set[str]:
     return out
 
 
+# Latinate noun/verb pairs that Snowball stems apart: decision/decided (decis/decid),
+# description/describe (descript/describ), permission/permit (permiss/permit).
+_FOLDS = (("script", "scrib"), ("cis", "cid"), ("miss", "mit"), ("vis", "vid"), ("sumpt", "sum"))
+
+
+@lru_cache(maxsize=65536)
+def fold(term: str) -> str:
+    """The family root of a stemmed term: `decis` (decision) and `decid` (decided) are one.
+
+    Used to rank quotes only, never by the gate or the check: it tells "The decision … was
+    made by Bruce Perens" apart from a sentence that only restates the question's other words,
+    but folded words must not make an unanswerable question look answerable (measured: with
+    folding in the gate, "How much does a Brightwater Professional subscription cost?" passed
+    on a neighbour's "subscribers")."""
+    for suffix, root in _FOLDS:
+        if term.endswith(suffix) and len(term) - len(suffix) >= 2:
+            return term[: -len(suffix)] + root
+    return term
+
+
 def question_terms(question: str) -> set[str]:
     """The question's topic terms: `terms` without the value word of "how long/soon/often"."""
     asked = {_stem(m.group(1)) for m in _HOW.finditer(question)}

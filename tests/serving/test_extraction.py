@@ -148,3 +148,23 @@ def test_a_bare_value_must_come_from_the_best_sentence():
     said = check(question, "The replacement is shipped within 2 working days [2].", passages, cfg)
     assert said.supported and said.passage == 2
     assert check(question, "The answer is: 21 days.", passages, cfg).supported
+
+
+def test_word_families_rank_quotes_but_not_the_gate():
+    """"Who decided …": the tuned adapter's wrong answer on the Debian FAQ was quoted over with
+    the sentence that restates "Toy Story characters", not with "The decision … was made by
+    Bruce Perens" (Snowball stems decided/decision apart). Quotes match word families
+    (`textunits.fold`); the gate keeps the plain stems, so a family member alone never makes
+    a question answerable."""
+    names = "6.2. What are all those names like etch, lenny, etc.? > " + CODENAMES
+    passages = [(1, "- sid was the evil neighbor kid next door who broke all toys.\n\nThe "
+                    "decision of using Toy Story names was made by Bruce Perens who was, at the "
+                    "time, the Debian Project Leader and was working also at Pixar.", names),
+                (2, "So far they have been characters taken from the \"Toy Story\" movies by "
+                    "Pixar.\n\n- buzz (Debian 1.1) was the spaceman Buzz Lightyear,", names)]
+    question = "Who decided that Debian releases would be named after Toy Story characters?"
+    assert extract(question, passages)[1].startswith("The decision of using Toy Story names")
+    asked = "How much does a Brightwater subscription cost?"
+    about = [(1, "Brightwater subscribers receive the newsletter. The field course costs £340.")]
+    plain = [(1, "Brightwater readers receive the newsletter. The field course costs £340.")]
+    assert answerability(asked, about) == answerability(asked, plain)
