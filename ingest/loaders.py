@@ -30,7 +30,7 @@ from .tables import markdown_table
 # Bumped whenever a loader's output for the same file changes (a fix to HTML navigation, fenced
 # <pre> blocks, OCR…): it is part of every document's split tag, so the next `ingest` re-reads
 # and re-splits documents indexed by an older loader instead of keeping their stale chunks.
-LOADER_VERSION = 2
+LOADER_VERSION = 3  # 3: PDF running headers, footers and contents pages dropped
 
 MB = 1024 * 1024
 FORMATS: dict[str, str] = {

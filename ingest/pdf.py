@@ -1,7 +1,8 @@
 """PDF pages to Markdown-ish segments: text layer with font-size headings, tables via pdfplumber, OCR where needed.
 
 Each page becomes one `Segment` carrying its 1-based page number, so every chunk can be cited by page.
-- Text: pypdf's text layer; lines set clearly larger than the body size become '#' headings.
+- Text: pypdf's text layer; lines set clearly larger than the body size become '#' headings;
+  running headers, footers (page numbers) and table-of-contents pages are dropped.
 - Tables: pdfplumber finds ruled tables on pages with text; each becomes a Markdown table in place of the
   text lines inside its bounding box (pypdf would give its cells as loose words).
 - OCR: a page whose text layer is empty or garbage (mostly replacement characters, `(cid:N)` glyph codes or
@@ -57,6 +58,56 @@ def _page_lines(page) -> list[PdfLine]:
             for parts, sizes, ys in lines if "".join(parts).strip()]
 
 
+_DIGITS = re.compile(r"\d+")
+_ROMAN_PAGE = re.compile(r"^[ivxlcdm]{1,7}$", re.I)
+# A table-of-contents entry: a title, a dot leader, a page number ("3.4. /bin ........ 5").
+_TOC_LINE = re.compile(r"(?:\.\s?){4,}\s*(?:\d+|[ivxlcdm]+)\s*$", re.I)
+# A top or bottom line repeated on this many pages (and on a tenth of them) is a running header
+# or footer; fewer is more likely a table header that a page break repeated.
+RUNNING_MIN_PAGES = 3
+
+
+def _running_key(line: PdfLine) -> tuple[str, int]:
+    """What a running header or footer keeps from page to page: its text with the page
+    number generalised ("The Root Filesystem", "Page # of #", roman "iii") and its height."""
+    text = line[0].strip()
+    text = "#" if _ROMAN_PAGE.fullmatch(text) else _DIGITS.sub("#", text)
+    return text, round(line[2])
+
+
+def drop_page_furniture(pages: list[list[PdfLine]]) -> tuple[list[list[PdfLine]], set[int]]:
+    """The pages without running headers and footers and without the lines of
+    table-of-contents pages, and the (0-based) indices of those contents pages.
+
+    A running header or footer is one of a page's top or bottom two lines whose text, numbers
+    generalised, recurs at the same height on `RUNNING_MIN_PAGES` pages and on a tenth of all
+    pages (the chapter title and the page number set on every page), unless that would leave
+    the page with no text (one line per page, alike but for a number). A table-of-contents page
+    is one where most lines end in a dot leader and a page number. Left in (the FHS 3.0 PDF),
+    "The Root Filesystem" and "15" were glued into every chunk that began on a new page, and
+    the contents pages, mostly dots, were taken for garbage text layers and sent to OCR. pypdf and pdfplumber, which read the pages here, have no such filter. A single
+    dot-leader line in a body page ("Annual leave ........ 27") is kept."""
+    counts: dict[tuple[str, int], int] = {}
+    edges: list[set[int]] = []
+    for lines in pages:
+        order = sorted(range(len(lines)), key=lambda i: lines[i][2])
+        edge = set(order[:2] + order[-2:])
+        edges.append(edge)
+        for key in {_running_key(lines[i]) for i in edge}:
+            counts[key] = counts.get(key, 0) + 1
+    least = max(RUNNING_MIN_PAGES, math.ceil(0.1 * len(pages)))
+    out, contents = [], set()
+    for index, (lines, edge) in enumerate(zip(pages, edges, strict=True)):
+        kept = [line for i, line in enumerate(lines)
+                if not (i in edge and counts[_running_key(line)] >= least)] or lines
+        toc = [_TOC_LINE.search(text) is not None for text, _, _ in kept]
+        if kept and sum(toc) > 0.5 * len(kept):
+            kept = [line for line, entry in zip(kept, toc, strict=True) if not entry]
+            contents.add(index)
+        out.append(kept)
+    return out, contents
+
+
 def needs_ocr(lines: list[PdfLine]) -> bool:
     """True when a page's text layer is empty or garbage, so only OCR can read it."""
     text = "".join("".join(t for t, _, _ in lines).split())
@@ -89,17 +140,27 @@ def _join(a: str, b: str) -> str:
     return a + b if a.endswith("-") and a[-2:-1].isalpha() else a + " " + b
 
 
+def _wraps(previous: tuple[float, float], size: float, y: float) -> bool:
+    """Whether a line of font `size` at baseline `y` continues the previous line of the same size
+    (the next line down, at most 1.5 line heights below): "3.13. /opt : Add-on application
+    software" + "packages" is one heading, not a section and a subsection."""
+    return previous[0] == size and 0 < previous[1] - y <= 1.5 * size
+
+
 def _page_markdown(page: list[PdfLine], levels: dict[float, int], full: int, tables: list[str]) -> str:
     """One page as Markdown-ish text: large-font lines as '#' headings, wrapped lines joined, tables placed."""
     blocks: list[str] = []
     para: str | None = None
-    last_len = 0
+    last_len, last = 0, (0.0, 0.0)  # the previous line's size and baseline
     tables = list(tables)
-    for text, size, _ in page:
+    for text, size, y in page:
         if text == TABLE_MARK:
             blocks.extend([para] if para else [])
             para = None
             blocks.append(tables.pop(0))
+        elif size in levels and para is None and blocks and _wraps(last, size, y) \
+                and blocks[-1].startswith("#" * levels[size] + " "):
+            blocks[-1] = _join(blocks[-1], text)  # a heading wrapped onto a second line
         elif size in levels:
             blocks.extend([para] if para else [])
             para = None
@@ -109,7 +170,7 @@ def _page_markdown(page: list[PdfLine], levels: dict[float, int], full: int, tab
         else:
             blocks.extend([para] if para else [])
             para = text
-        last_len = len(text)
+        last_len, last = len(text), (size, y)
     blocks.extend([para] if para else [])
     return "\n\n".join(blocks + tables)
 
@@ -202,9 +263,9 @@ def pdf_segments(data: bytes, path: Path, limits) -> list:
     from .loaders import Segment
 
     with _quiet("pypdf", "pdfminer"):
-        pages = _read_pages(data, path)
-        scanned = [i for i, lines in enumerate(pages) if needs_ocr(lines)]
-        text_pages = [i for i in range(len(pages)) if i not in set(scanned)]
+        pages, contents = drop_page_furniture(_read_pages(data, path))
+        scanned = [i for i, lines in enumerate(pages) if i not in contents and needs_ocr(lines)]
+        text_pages = [i for i in range(len(pages)) if i not in set(scanned) | contents]
         tables = _tables(data, text_pages) if text_pages else {}
     limits.check_time(path, "the text layer")
     for index, found in tables.items():

@@ -202,6 +202,69 @@ def test_pdf_font_sizes_become_headings_and_wrapped_lines_paragraphs(tmp_path: P
                         "### 1.1 Trip plan\n\n" + LONG_PARAGRAPH.upper() + "\n\n- first item\n\n- second item")
 
 
+def make_book_pdf(path: Path, body_pages: list[str]) -> Path:
+    """A PDF laid out like a published standard: a contents page with dot leaders, then body
+    pages under a running chapter title and a page-number footer."""
+    from fpdf import FPDF
+
+    class Book(FPDF):
+        def header(self) -> None:
+            if self.page_no() > 1:
+                self.set_font("Helvetica", size=10)
+                self.cell(0, 6, "The Root Filesystem", new_x="LMARGIN", new_y="NEXT")
+
+        def footer(self) -> None:
+            self.set_y(-15)
+            self.set_font("Helvetica", size=10)
+            self.cell(0, 6, str(self.page_no() - 1) if self.page_no() > 1 else "i", align="C")
+
+    pdf = Book()
+    pdf.set_font("Helvetica", size=10)
+    pdf.add_page()
+    for n, title in enumerate(["1. Introduction", "2. The Filesystem", "3. /run", "4. /tmp"], 1):
+        pdf.cell(0, 6, f"{title} {'.' * 60} {n}", new_x="LMARGIN", new_y="NEXT")
+    for text in body_pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
+    path.write_bytes(bytes(pdf.output()))
+    return path
+
+
+def test_pdf_running_headers_footers_and_contents_pages_are_dropped(tmp_path: Path) -> None:
+    """The FHS 3.0 PDF glued "The Root Filesystem" and the page number into the chunks that
+    began on a new page, and its contents pages became chunks of section titles."""
+    body = ["PID files must be placed in /run.", "Temporary files go to /tmp.",
+            "Lock files are kept in /var/lock.", "Logs are written to /var/log."]
+    body[2] += "\nLeave types ........ 27"
+    text = load(make_book_pdf(tmp_path / "fhs.pdf", body)).text
+    assert "The Root Filesystem" not in text and "2. The Filesystem" not in text
+    assert all(rule in text for rule in body[:2]) and "Leave types ........ 27" in text
+    assert not any(line.strip().isdigit() or line.strip() == "i" for line in text.splitlines())
+    few = load(make_book_pdf(tmp_path / "short.pdf", body[:1])).text
+    assert "The Root Filesystem" in few  # on one page it is no running header
+
+
+def test_pdf_heading_wrapped_onto_two_lines_is_one_heading(tmp_path: Path) -> None:
+    """FHS 3.0 sets "3.13. /opt : Add-on application software" and "packages" on two lines of
+    the heading font: they became a section and a subsection of it."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", style="B", size=16)
+    pdf.multi_cell(80, 7, "3.13. /opt : Add-on application software packages", new_x="LMARGIN",
+                   new_y="NEXT")
+    pdf.set_font("Helvetica", size=10)
+    pdf.multi_cell(0, 6, " ".join([LONG_PARAGRAPH] * 4), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", style="B", size=16)
+    pdf.multi_cell(0, 7, "3.14. /root", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=10)
+    pdf.multi_cell(0, 6, LONG_PARAGRAPH.upper(), new_x="LMARGIN", new_y="NEXT")
+    text = load(write(tmp_path / "opt.pdf", bytes(pdf.output()))).text
+    assert text.startswith("# 3.13. /opt : Add-on application software packages\n\n")
+    assert "\n\n# 3.14. /root\n\n" in text
+
+
 def test_pdf_with_empty_user_password_is_readable(tmp_path: Path) -> None:
     from pypdf import PdfWriter
 
