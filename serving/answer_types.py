@@ -147,6 +147,31 @@ _NUMBERING = re.compile(
     r"\d+(?:\.\d+)+\s+(?=[A-Z\u4e00-\u9fff]))|第[一二三四五六七八九十百零〇\d]+[条條章节節款项項部]")
 
 
+# A heading path's section numbers: "Chapter 5. The /var Hierarchy > 5.10. /var/log : Log
+# files > 5.10.1. Purpose" (with a trailing dot, before any character).
+_SECTION_NUMBER = re.compile(
+    r"(?:^|(?<=[>›]))\s*(?:(?:chapter|section|part|appendix|annex|article)\s+)?"
+    r"(?:\d+|[A-Z])(?:\.\d+)*\.?(?=\s|$)", re.I)
+
+
+def heading_without_numbering(section: str) -> str:
+    """A heading path without its chapter and section numbers: in a heading they number the
+    document, they are not values ("How often must /var/log be rotated?" was answered with
+    the heading "Chapter 5 … > 5.10.1. Purpose", read as holding a number)."""
+    return without_numbering(_SECTION_NUMBER.sub(" ", section))
+
+
+def _counts_none(text: str, question: str) -> bool:
+    """Whether `text` says there are none of what a "how many X" question counts ("There must
+    be no subdirectories in /usr/bin" for "How many subdirectories may /usr/bin have?")."""
+    nouns = counted_nouns(question)
+    return bool(nouns) and any(_stem(w) in nouns for m in _NONE_OF.finditer(text)
+                               for w in m.groups() if w)
+
+
+_NONE_OF = re.compile(r"\b(?:no|zero|not any)\s+([a-z][a-z-]*)(?:\s+([a-z][a-z-]*))?", re.I)
+
+
 def without_numbering(text: str) -> str:
     """`text` without list markers, section and article numbers (they are not facts either: the
     "2." of the heading "2. Annual leave" does not support the answer "2")."""
@@ -164,7 +189,7 @@ def has_value(kind: str | None, text: str, question: str) -> bool:
         return _new_words(_WEIGHT_VALUE, text, question)
     if kind == NUMBER:
         return (_new_numbers(text, question) or _new_words(_EN_NUMBER_WORDS, text, question)
-                or _new_words(_ZH_NUMERALS, text, question))
+                or _new_words(_ZH_NUMERALS, text, question) or _counts_none(text, question))
     for unit_kind, _, value in _UNITS:
         if kind == unit_kind:
             return _new_words(value, text, question)

@@ -196,8 +196,11 @@ class _Scorer:
         """Whether unit k holds a value of the kind the question asks for (see answer_types),
         in a passage that holds the numbers the question names ("… in the third quarter of
         2024" is not answered by a passage that never mentions 2024)."""
+        text = self.units[k][2]
+        if self.is_heading[k]:
+            text = answer_types.heading_without_numbering(text)
         return (not self.missing and self.holds_asked[self.units[k][0]]
-                and answer_types.has_value(self.kind, self.units[k][2], self.question))
+                and answer_types.has_value(self.kind, text, self.question))
 
     def best(self, quotable: bool = False) -> tuple[int, float]:
         """Index of the most relevant unit that holds a value of the asked kind (ties: earlier

@@ -168,3 +168,23 @@ def test_word_families_rank_quotes_but_not_the_gate():
     about = [(1, "Brightwater subscribers receive the newsletter. The field course costs £340.")]
     plain = [(1, "Brightwater readers receive the newsletter. The field course costs £340.")]
     assert answerability(asked, about) == answerability(asked, plain)
+
+
+def test_section_numbers_of_a_heading_are_no_value_and_none_is_a_count():
+    """On the FHS 3.0 PDF "How often must /var/log be rotated?" (unanswerable) was answered by
+    quoting the heading "Chapter 5 … > 5.10.1. Purpose", read as holding a number, and "How
+    many subdirectories may /usr/bin have?" by the heading above "There must be no
+    subdirectories in /usr/bin."."""
+    var_log = (1, "This directory contains miscellaneous log files.",
+               "Chapter 5. The /var Hierarchy > 5.10. /var/log : Log files > 5.10.1. Purpose")
+    rotated = "How often must /var/log be rotated?"
+    assert answerability(rotated, [var_log]) == 0.0 and extract(rotated, [var_log]) is None
+    usr_bin = (1, "There must be no subdirectories in /usr/bin.",
+               "Chapter 4. The /usr Hierarchy > 4.4. /usr/bin : Most user commands > 4.4.2. "
+               "Requirements")
+    many = "How many subdirectories may /usr/bin have?"
+    assert extract(many, [usr_bin])[1] == "There must be no subdirectories in /usr/bin."
+    assert not answer_types.has_value(answer_types.NUMBER, "There must be no files in /usr/bin.",
+                                      many)
+    released = (1, "The release fixed the logger clock.", "Releases > 4.3.1, released 2024")
+    assert answerability("When was 4.3.1 released?", [released]) > 0
