@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The two outside evaluation corpora (documents nobody here wrote), fetched from Debian's package
+# The outside evaluation corpora (documents nobody here wrote), fetched from Debian's package
 # registry at run time, never committed: `scripts/outside-corpora.sh [DEST]` (default
 # workspace/outside) leaves DEST/<name>/docs/ (the documents to ingest) and DEST/<name>/COPYRIGHT
 # (the package's copyright file, outside docs/ so it is not ingested). The questions about them
@@ -17,6 +17,7 @@ MIRROR=${DEBIAN_MIRROR:-https://deb.debian.org/debian}
 # name|package|version|sha256|pool path|directory inside the package|documents (space-separated)
 CORPORA=(
   "debian-faq|debian-faq|11.1|427426e0cfa6888622fc1d72631071cb4b5a1f86ccde722e7820bcef284de5d0|pool/main/d/debian-faq/debian-faq_11.1_all.deb|usr/share/doc/debian/FAQ|basic-defs.en.html getting-debian.en.html choosing.en.html software.en.html pkg-basics.en.html pkgtools.en.html uptodate.en.html kernel.en.html support.en.html ftparchives.en.html nextrelease.en.html faqinfo.en.html"
+  "fhs|debian-policy|4.6.2.0|ef9d01b625c3b87c3a845c2cd1b66f1a16e9240b2b9e5bee53472a00e8457a39|pool/main/d/debian-policy/debian-policy_4.6.2.0_all.deb|usr/share/doc/debian-policy/fhs|fhs-3.0.pdf"
   "debian-reference-zh|debian-reference-zh-cn|2.100|6d2d8d9a646397e28b04cdff23d2e4374101ebf9be348e35961af62c8a2d0977|pool/main/d/debian-reference/debian-reference-zh-cn_2.100_all.deb|usr/share/debian-reference|pr01.zh-cn.html ch03.zh-cn.html ch04.zh-cn.html ch05.zh-cn.html ch07.zh-cn.html ch08.zh-cn.html"
 )
 
@@ -28,6 +29,7 @@ trap 'rm -rf "$WORK"' EXIT
 licence() {
   case "$1" in
     debian-faq) echo "Copyright (C) 1996-2003 Software in the Public Interest; verbatim and modified copies permitted with the notice kept (see COPYRIGHT). Upstream: https://salsa.debian.org/ddp-team/debian-faq" ;;
+    fhs) echo "Filesystem Hierarchy Standard 3.0, Copyright 1994-2004 Daniel Quinlan, 2001-2004 Paul 'Rusty' Russell, 2003-2004 Christopher Yeoh, 2015 The Linux Foundation; verbatim copies permitted with the permission notice (see COPYRIGHT). Upstream: https://refspecs.linuxfoundation.org/FHS_3.0/" ;;
     debian-reference-zh) echo "Copyright 2007-2013 Osamu Aoki and translators; GPL-2+ (see COPYRIGHT). Upstream: https://salsa.debian.org/debian/debian-reference" ;;
   esac
 }

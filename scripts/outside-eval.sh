@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The outside-corpora table of the README: for each corpus (default: both), fetch its documents
+# The outside-corpora table of the README: for each corpus (default: all three), fetch its documents
 # from Debian (scripts/outside-corpora.sh), ingest them into a workspace of its own
 # (workspace/outside/<name>/workspace: its own index, pairs and runs; nothing of ./workspace is
 # touched), run the default CPU recipe (configs/finetune/smollm2-135m-lora.yaml) on the pairs
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 BIN=${RAGTUNE_BIN:-.venv/bin}
 RUN=${RUN:-smollm2-135m-lora}
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(debian-faq debian-reference-zh)
+[ ${#names[@]} -gt 0 ] || names=(debian-faq debian-reference-zh fhs)
 bash scripts/outside-corpora.sh workspace/outside
 for name in "${names[@]}"; do
   qa=data/outside/$name/qa.jsonl

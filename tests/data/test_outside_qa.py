@@ -18,7 +18,7 @@ from ingest.pairs.text import normalise
 
 REPO = Path(__file__).resolve().parents[2]
 OUTSIDE = REPO / "data" / "outside"
-CORPORA = {"debian-faq": "en", "debian-reference-zh": "zh"}
+CORPORA = {"debian-faq": "en", "debian-reference-zh": "zh", "fhs": "en"}
 TRAINING_DIRS = [REPO / "data" / "sft", REPO / "data" / "preference"]
 
 
