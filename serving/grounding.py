@@ -172,6 +172,18 @@ class _Scorer:
         return max((self.window_relevance(k, heading=False) for k in range(len(self.units))
                     if self.answers(k) and not self.is_heading[k]), default=0.0)
 
+    def own_ratio(self, k: int) -> float:
+        """Unit k's own relevance (its words, no neighbours, no heading) against the best own
+        relevance of a body unit that holds the asked kind. A bare value is judged by it too:
+        with its neighbours' words, the "Standard calibration … £185" row of a price table was
+        as relevant as the "Express calibration … £295" row under it, and "A: £185." passed
+        for the express price."""
+        best = max((self.relevance(self.unit_terms[j], self.units[j][2])
+                    for j in range(len(self.units)) if self.answers(j) and not self.is_heading[j]),
+                   default=0.0)
+        own = self.relevance(self.unit_terms[k], self.units[k][2])
+        return own / best if best > 0 else 1.0
+
     def in_form(self, k: int) -> bool:
         """Whether unit k (with the unit it introduces) gives the answer in the asked form."""
         return answer_types.answer_form(self.question, self.with_continuation(k))
@@ -344,7 +356,7 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     topical = (claim_terms & scorer.question_terms).difference(
         *(terms(w) for w in answer_types.counted_nouns(question)))
     margin = cfg.relevance_margin if topical else cfg.bare_value_margin
-    if ratio < margin:
+    if ratio < margin or (not topical and scorer.own_ratio(k) < margin):
         return Grounding(False, reason=f"the sentence of passage [{n}] is not the one about the "
                          "question", **common)
     return Grounding(True, **common)

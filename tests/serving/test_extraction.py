@@ -188,3 +188,18 @@ def test_section_numbers_of_a_heading_are_no_value_and_none_is_a_count():
                                       many)
     released = (1, "The release fixed the logger clock.", "Releases > 4.3.1, released 2024")
     assert answerability("When was 4.3.1 released?", [released]) > 0
+
+
+def test_a_bare_value_is_judged_by_its_own_row_not_its_neighbours():
+    """The adapter retrained this session answered "A: £185." for the express price: with the
+    words of the express row beside it, the standard row looked as relevant as the best."""
+    table = (1, "| Service | Turnaround | Price |\n|---|---|---|\n"
+                "| Standard calibration | 8 working days | £185 per logger |\n"
+                "| Express calibration | 3 working days | £295 per logger |\n"
+                "| Quick check (5 points) | 5 working days | £110 per logger |",
+             "Calibration Procedure > 10. Turnaround and prices")
+    question = "How much does an express calibration of a logger cost?"
+    wrong = check(question, "A: £185.", [table])
+    assert not wrong.supported and "is not the one about the question" in wrong.reason
+    assert check(question, "A: £295.", [table]).supported
+    assert check(question, "An express calibration costs £295 per logger [1].", [table]).supported
