@@ -139,9 +139,14 @@ def question_terms(question: str) -> set[str]:
     return terms(question, split_hyphens=True) - asked
 
 
+_PATH = re.compile(r"(?<![\w/.~])/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)+")
+
+
 def facts(text: str) -> set[str]:
-    """What must be literally in the passage: numbers, codes (letters with digits), names."""
+    """What must be literally in the passage: numbers, codes (letters with digits), names, and
+    file paths of two or more parts (/var/mail is not /var/spool/mail)."""
     found = {n.replace(",", "") for n in _NUMBER.findall(text)}
+    found |= {p.rstrip(".").lower() for p in _PATH.findall(text)}
     for word in _WORD.findall(text):
         if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
             found.add(word.lower())
@@ -151,6 +156,8 @@ def facts(text: str) -> set[str]:
 
 
 def has_fact(fact: str, passage_lower: str) -> bool:
+    if fact.startswith("/"):  # a path: whole, not the start of a longer one
+        return re.search(rf"(?<![\w/]){re.escape(fact)}(?![\w/])", passage_lower) is not None
     if fact.replace(".", "").isdigit():
         plain = passage_lower.replace(",", "")
         return re.search(rf"(?<![\d.]){re.escape(fact)}(?![\d]|\.\d)", plain) is not None

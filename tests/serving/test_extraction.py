@@ -203,3 +203,19 @@ def test_a_bare_value_is_judged_by_its_own_row_not_its_neighbours():
     assert not wrong.supported and "is not the one about the question" in wrong.reason
     assert check(question, "A: £295.", [table]).supported
     assert check(question, "An express calibration costs £295 per logger [1].", [table]).supported
+
+
+def test_a_path_is_a_fact_and_must_be_whole():
+    """The tuned FHS adapter's "The mail spool must be accessible through /var/spool …"
+    passed: every word of it is in the passage, whose /var/spool is only the start of the old
+    location /var/spool/mail."""
+    passage = [(1, "The mail spool must be accessible through /var/mail and the mail spool "
+                   "files must take the form <username>. The logical location for this "
+                   "directory was changed from /var/spool/mail.", "5.11. /var/mail")]
+    question = "Where must the mail spool be accessible?"
+    wrong = check(question, "The mail spool must be accessible through /var/spool.", passage)
+    assert not wrong.supported and "/var/spool not in passage [1]" in wrong.reason
+    assert check(question, "The mail spool must be accessible through /var/mail.",
+                 passage).supported
+    assert check(question, "Through /var/spool/mail, before the change.", passage).reason \
+        != wrong.reason
