@@ -85,8 +85,9 @@ def drop_page_furniture(pages: list[list[PdfLine]]) -> tuple[list[list[PdfLine]]
     the page with no text (one line per page, alike but for a number). A table-of-contents page
     is one where most lines end in a dot leader and a page number. Left in (the FHS 3.0 PDF),
     "The Root Filesystem" and "15" were glued into every chunk that began on a new page, and
-    the contents pages, mostly dots, were taken for garbage text layers and sent to OCR. pypdf and pdfplumber, which read the pages here, have no such filter. A single
-    dot-leader line in a body page ("Annual leave ........ 27") is kept."""
+    the contents pages, mostly dots, were taken for garbage text layers and sent to OCR.
+    pypdf and pdfplumber, which read the pages here, have no such filter. A single dot-leader
+    line in a body page ("Annual leave ........ 27") is kept."""
     counts: dict[tuple[str, int], int] = {}
     edges: list[set[int]] = []
     for lines in pages:
