@@ -266,7 +266,8 @@ def pdf_segments(data: bytes, path: Path, limits) -> list:
     with _quiet("pypdf", "pdfminer"):
         pages, contents = drop_page_furniture(_read_pages(data, path))
         scanned = [i for i, lines in enumerate(pages) if i not in contents and needs_ocr(lines)]
-        text_pages = [i for i in range(len(pages)) if i not in set(scanned) | contents]
+        skipped = set(scanned) | contents
+        text_pages = [i for i in range(len(pages)) if i not in skipped]
         tables = _tables(data, text_pages) if text_pages else {}
     limits.check_time(path, "the text layer")
     for index, found in tables.items():

@@ -41,7 +41,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from ragtune.quality import degeneracy
@@ -169,8 +169,18 @@ class _Scorer:
         terms count for every sentence under it, so with them any sentence of the right
         section looked as relevant as the one that answers ("shipped within 2 working days"
         under "Dead on arrival" for "how many days must the faulty unit arrive")."""
-        return max((self.window_relevance(k, heading=False) for k in range(len(self.units))
-                    if self.answers(k) and not self.is_heading[k]), default=0.0)
+        return max((self.window_relevance(k, heading=False) for k in self._answering_body),
+                   default=0.0)
+
+    @cached_property
+    def _answering_body(self) -> list[int]:
+        """The body units (not headings) that hold a value of the asked kind."""
+        return [k for k in range(len(self.units)) if self.answers(k) and not self.is_heading[k]]
+
+    @cached_property
+    def _best_own(self) -> float:
+        return max((self.relevance(self.unit_terms[j], self.units[j][2])
+                    for j in self._answering_body), default=0.0)
 
     def own_ratio(self, k: int) -> float:
         """Unit k's own relevance (its words, no neighbours, no heading) against the best own
@@ -178,11 +188,8 @@ class _Scorer:
         with its neighbours' words, the "Standard calibration … £185" row of a price table was
         as relevant as the "Express calibration … £295" row under it, and "A: £185." passed
         for the express price."""
-        best = max((self.relevance(self.unit_terms[j], self.units[j][2])
-                    for j in range(len(self.units)) if self.answers(j) and not self.is_heading[j]),
-                   default=0.0)
         own = self.relevance(self.unit_terms[k], self.units[k][2])
-        return own / best if best > 0 else 1.0
+        return own / self._best_own if self._best_own > 0 else 1.0
 
     def in_form(self, k: int) -> bool:
         """Whether unit k (with the unit it introduces) gives the answer in the asked form."""
