@@ -38,7 +38,10 @@ class EngineConfig:
     its first step. Each step prefills at most `prefill_chunk_tokens` prompt tokens, so a long
     prompt delays running rows by one chunk at a time. `prefix_cache_entries` system-prompt
     KV caches are kept (0: off). `repeat_guard_tokens`: a row whose last N tokens repeat one
-    unit of at most N/4 tokens (a degenerate loop) stops there (0: off).
+    unit of at most N/4 tokens (a degenerate loop) stops there (0: off). `weight_kernel`:
+    "block" serves Linear weights that lie exactly on a GGUF Q4_1/Q8_0 grid (the embedded
+    generator) from their packed form on CPU (`serving.blockquant`), "dense" always uses the
+    fp32 weights, "auto" uses block kernels when the model is on that grid and they build here.
     """
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -50,6 +53,7 @@ class EngineConfig:
     prefill_chunk_tokens: int = 256
     prefix_cache_entries: int = 8
     repeat_guard_tokens: int = 32
+    weight_kernel: Literal["auto", "dense", "block"] = "auto"
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda", "mps"):
@@ -66,6 +70,8 @@ class EngineConfig:
         if self.repeat_guard_tokens != 0 and self.repeat_guard_tokens < 8:
             raise ConfigError("repeat_guard_tokens", self.repeat_guard_tokens,
                               "must be 0 (off) or at least 8")
+        if self.weight_kernel not in ("auto", "dense", "block"):
+            raise ConfigError("weight_kernel", self.weight_kernel, "use auto, dense or block")
         if self.batch_wait_ms < 0:
             raise ConfigError("batch_wait_ms", self.batch_wait_ms, "must be 0 or more")
 
@@ -77,7 +83,8 @@ class EngineConfig:
                       request_timeout_s=settings.request_timeout_s,
                       prefill_chunk_tokens=settings.prefill_chunk_tokens,
                       prefix_cache_entries=settings.prefix_cache_entries,
-                      repeat_guard_tokens=settings.repeat_guard_tokens)
+                      repeat_guard_tokens=settings.repeat_guard_tokens,
+                      weight_kernel=settings.weight_kernel)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

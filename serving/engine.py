@@ -31,12 +31,13 @@ import torch
 
 from serving.adapters import discover_adapters, mismatch
 from serving.batching import Job, JobQueue, Row, Rules
+from serving.blockquant import StepThreads
 from serving.config import EngineConfig
 from serving.continuous import ContinuousBatcher
 from serving.generation import Engine, GenerationTimeout, check_model
 from serving.kvcache import PrefixCache
 from serving.reasoning import prompt_opens_thinking
-from ragtune.errors import ModelNotFoundError, RagtuneError
+from ragtune.errors import ConfigError, ModelNotFoundError, RagtuneError
 from ragtune.settings import Settings
 from ragtune.types import GenerationRequest, GenerationResult
 
@@ -82,6 +83,7 @@ def load_model(location: str, adapters: dict[str, Path],
     except (OSError, ValueError) as err:
         raise ModelNotFoundError(f"cannot load generator {location!r}: {err}") from err
     model.to(device).eval()
+    _block_kernels(model, config, device)
     loaded: list[str] = []
     for name, path in adapters.items():
         try:
@@ -92,6 +94,28 @@ def load_model(location: str, adapters: dict[str, Path],
         loaded.append(name)
     model.eval()
     return tokenizer, model, loaded
+
+
+def _block_kernels(model: Any, config: EngineConfig, device: str) -> None:
+    """Serve grid-exact weights packed (`serving.blockquant`), before adapters wrap them."""
+    if config.weight_kernel == "dense":
+        return
+    from serving.blockquant import KernelUnavailable, use_block_kernels
+
+    if device != "cpu" or model.dtype != torch.float32:
+        if config.weight_kernel == "block":
+            raise ConfigError("weight_kernel", "block", f"needs float32 on cpu, not "
+                              f"{model.dtype} on {device}")
+        return
+    try:
+        report = use_block_kernels(model, max_rows=config.max_batch_size)
+    except KernelUnavailable as err:
+        if config.weight_kernel == "block":
+            raise ConfigError("weight_kernel", "block", str(err)) from err
+        log.warning("%s; serving dense fp32 weights", err)
+        return
+    if report.packed:
+        log.info("%s", report)
 
 
 def _attach_adapter(model: Any, name: str, path: Path) -> Any:
@@ -135,6 +159,7 @@ class TransformersGenerator(Engine):
         self._prefix_ids: dict[str, list[int]] = {}  # system text -> its prompt ids
         self._openings: dict[tuple[str, ...], tuple[int, ...]] = {}  # see opening_ids
         self._cache_arg = _cache_argument(model)
+        self._threads = StepThreads(model)
         self.prefixes = PrefixCache(self.config.prefix_cache_entries)
         self._batcher = ContinuousBatcher(
             self._queue, self._forward, self._model_lock, self._rules, self._finish,
@@ -348,6 +373,7 @@ class TransformersGenerator(Engine):
     def _forward(self, model: str, **inputs: Any) -> torch.Tensor:
         """One forward with `model`'s adapter; the last position's logits [B, V]."""
         inputs[self._cache_arg] = inputs.pop("past_key_values")
+        self._threads.set_for(inputs["input_ids"].numel())
         with self._adapter(model):
             out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :]

@@ -1,0 +1,230 @@
+// Block-quantized matrix products for small row counts (decode steps), the layouts GGUF ships:
+//   q4: blocks of 32 weights, w = d * q + m, q in 0..15 (Q4_1); two weights per byte, the low
+//       nibble of byte j is weight j of the block, the high nibble weight j + 16;
+//   q8: blocks of 32 weights, w = d * q, q in -128..127 (Q8_0).
+// y[r, n] = sum_b d[n, b] * dot(q[n, b, :], x[r, b, :]) (+ m[n, b] * sum(x[r, b, :]) for q4).
+// Each weight block is unpacked into registers once and used for every row of the tile, so a
+// 16-row step reads the packed bytes once; rows are not the hot dimension here, weights are.
+#include <torch/extension.h>
+#include <immintrin.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int kBlock = 32;
+constexpr int kTile = 4;  // rows per tile: 4 accumulators + 4 weight vectors stay in registers
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 bytes_to_ps(__m128i eight_in_low) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight_in_low));
+}
+
+inline __m256 sbytes_to_ps(__m128i eight_in_low) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight_in_low));
+}
+
+// Four vectors of 8 weights (block positions 0-7, 8-15, 16-23, 24-31) of a q4 block.
+inline void unpack_q4(const uint8_t* q, __m256 w[4]) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(raw, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+  w[0] = bytes_to_ps(lo);
+  w[1] = bytes_to_ps(_mm_srli_si128(lo, 8));
+  w[2] = bytes_to_ps(hi);
+  w[3] = bytes_to_ps(_mm_srli_si128(hi, 8));
+}
+
+inline void unpack_q8(const int8_t* q, __m256 w[4]) {
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
+  w[0] = sbytes_to_ps(a);
+  w[1] = sbytes_to_ps(_mm_srli_si128(a, 8));
+  w[2] = sbytes_to_ps(b);
+  w[3] = sbytes_to_ps(_mm_srli_si128(b, 8));
+}
+
+inline __m256 block_dot(const __m256 w[4], const float* x) {
+  __m256 s = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x + 16), s);
+  return _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + 24), s);
+}
+
+inline __m256 block_dot_ones(const float* x) {
+  return _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)),
+                       _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24)));
+}
+
+// One output column n for rows [r0, r0 + T): T compile-time so the accumulators are registers.
+// `sn` holds the column's block scales as fp16: (d, m) pairs for q4, d alone for q8.
+template <int T, bool Q4>
+void column(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint16_t* sn,
+            const float* xs, int64_t nb, float* y, int64_t N, int64_t n) {
+  __m256 acc[T];
+  float macc[T];
+  for (int t = 0; t < T; ++t) { acc[t] = _mm256_setzero_ps(); macc[t] = 0.f; }
+  __m256 w[4];
+  for (int64_t b = 0; b < nb; ++b) {
+    if (Q4) unpack_q4(qn + b * 16, w);
+    else unpack_q8(reinterpret_cast<const int8_t*>(qn) + b * kBlock, w);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(sn[Q4 ? 2 * b : b]));
+    const float m = Q4 ? _cvtsh_ss(sn[2 * b + 1]) : 0.f;
+    for (int t = 0; t < T; ++t) {
+      acc[t] = _mm256_fmadd_ps(block_dot(w, x + (r0 + t) * K + b * kBlock), d, acc[t]);
+      if (Q4) macc[t] += m * xs[(r0 + t) * nb + b];
+    }
+  }
+  for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = hsum(acc[t]) + macc[t];
+}
+
+template <bool Q4>
+void columns(const float* x, int64_t R, int64_t K, const uint8_t* q, int64_t qstride,
+             const uint16_t* s, const float* xs, float* y, int64_t n0, int64_t n1, int64_t N) {
+  const int64_t nb = K / kBlock;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* qn = q + n * qstride;
+    const uint16_t* sn = s + n * nb * (Q4 ? 2 : 1);
+    int64_t r = 0;
+    for (; r + kTile <= R; r += kTile) column<kTile, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
+    for (; r < R; ++r) column<1, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
+  }
+}
+
+// Helper threads that spin between the ~200 small products of a decode step, then sleep.
+// Why not OpenMP (at::parallel_for): called from the engine's worker thread, libgomp runs a
+// second team beside the main thread's, counts more threads than cores and cuts its spin
+// wait to ~100 iterations, so every region paid a futex wake-up; a 1-row SmolLM2 step took
+// 45 ms on two threads vs 22 ms on the main thread. These helpers wait on an epoch counter.
+class Pool {
+ public:
+  explicit Pool(int helpers) {
+    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, i] { loop(i + 1); });
+  }
+  ~Pool() {
+    stop_.store(true);
+    { std::lock_guard<std::mutex> lock(mutex_); }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  int size() const { return static_cast<int>(threads_.size()) + 1; }
+
+  // Run part(0..size-1), part 0 on the caller; returns when all parts are done. A second
+  // caller while the pool is busy runs every part itself (correct, just not parallel).
+  void run(const std::function<void(int)>& part) {
+    if (threads_.empty() || busy_.test_and_set(std::memory_order_acquire)) {
+      for (int i = 0; i < size(); ++i) part(i);
+      return;
+    }
+    part_ = &part;
+    pending_.store(static_cast<int>(threads_.size()), std::memory_order_relaxed);
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      { std::lock_guard<std::mutex> lock(mutex_); }
+      wake_.notify_all();
+    }
+    part(0);
+    while (pending_.load(std::memory_order_acquire) > 0) _mm_pause();
+    busy_.clear(std::memory_order_release);
+  }
+
+ private:
+  void loop(int index) {
+    uint64_t seen = 0;
+    while (!stop_.load(std::memory_order_relaxed)) {
+      auto started = std::chrono::steady_clock::now();
+      int spins = 0;
+      while (epoch_.load(std::memory_order_acquire) == seen && !stop_.load()) {
+        _mm_pause();
+        if (++spins % 1024) continue;
+        if (std::chrono::steady_clock::now() - started < std::chrono::milliseconds(3)) continue;
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] { return epoch_.load(std::memory_order_seq_cst) != seen ||
+                                      stop_.load(); });
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        started = std::chrono::steady_clock::now();
+      }
+      if (stop_.load()) return;
+      seen = epoch_.load(std::memory_order_acquire);
+      (*part_)(index);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::atomic<uint64_t> epoch_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic_flag busy_ = ATOMIC_FLAG_INIT;
+  const std::function<void(int)>* part_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+std::unique_ptr<Pool> pool;
+
+void set_threads(int64_t threads) {
+  pool.reset();
+  pool = std::make_unique<Pool>(static_cast<int>(std::max<int64_t>(threads, 1)) - 1);
+}
+
+// y = x @ W.T for W packed as `q` [N, K/2] uint8 (q4) or [N, K] int8 (q8) with fp16 block
+// scales `scales` [N, K/32, 2] (q4: d, m) or [N, K/32, 1] (q8: d).
+torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& q, const torch::Tensor& scales,
+                     int64_t parallel_min_macs) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
+              "x must be a contiguous float32 [rows, in] tensor");
+  TORCH_CHECK(scales.scalar_type() == torch::kFloat16 && scales.is_contiguous() &&
+              scales.dim() == 3, "scales must be contiguous float16 [out, in/32, 1 or 2]");
+  const int64_t R = x.size(0), K = x.size(1), N = q.size(0), nb = K / kBlock;
+  const bool q4 = scales.size(2) == 2;
+  TORCH_CHECK(K % kBlock == 0, "in_features must be a multiple of 32");
+  TORCH_CHECK(scales.size(0) == N && scales.size(1) == nb, "scales do not match the weight");
+  TORCH_CHECK(q.is_contiguous() && q.size(1) == (q4 ? K / 2 : K), "codes do not match x");
+  auto y = torch::empty({R, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  std::vector<float> xs;  // q4: each row's block sums, for the m * sum(x) term
+  if (q4) {
+    xs.resize(R * nb);
+    for (int64_t i = 0; i < R * nb; ++i) xs[i] = hsum(block_dot_ones(xp + i * kBlock));
+  }
+  const uint8_t* qp = static_cast<const uint8_t*>(q.data_ptr());
+  const uint16_t* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  float* yp = y.data_ptr<float>();
+  const int64_t qstride = q.size(1);
+  auto run = [&](int64_t n0, int64_t n1) {
+    if (q4) columns<true>(xp, R, K, qp, qstride, sp, xs.data(), yp, n0, n1, N);
+    else columns<false>(xp, R, K, qp, qstride, sp, nullptr, yp, n0, n1, N);
+  };
+  const int parts = pool ? pool->size() : 1;
+  if (parts == 1 || R * N * K < parallel_min_macs) {
+    run(0, N);
+  } else {
+    const int64_t per = (N / parts + 7) / 8 * 8;  // whole groups of 8 columns per part
+    pool->run([&](int i) { run(std::min(N, i * per), std::min(N, (i + 1) * per)); });
+  }
+  return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("matmul", &matmul, "y = x @ dequant(q, d, m).T for block-quantized weights");
+  module.def("set_threads", &set_threads, "threads (caller included) that split each product");
+}
