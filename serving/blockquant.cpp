@@ -20,7 +20,6 @@
 namespace {
 
 constexpr int kBlock = 32;
-constexpr int kTile = 4;  // rows per tile: 4 accumulators + 4 weight vectors stay in registers
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -92,6 +91,36 @@ void column(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint
   for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = hsum(acc[t]) + macc[t];
 }
 
+// The same for tiles of T >= 4 rows: the block is dequantized in registers (d*q + m, the very
+// fp32 weights: a multiply then an add, as transformers' dequantizer rounds them), so each row
+// costs 4 FMAs per block, the count of a dense fp32 product, and the unpacking is shared by T.
+template <int T, bool Q4>
+void column_dense(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint16_t* sn,
+                  int64_t nb, float* y, int64_t N, int64_t n) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  __m256 w[4];
+  for (int64_t b = 0; b < nb; ++b) {
+    if (Q4) unpack_q4(qn + b * 16, w);
+    else unpack_q8(reinterpret_cast<const int8_t*>(qn) + b * kBlock, w);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(sn[Q4 ? 2 * b : b]));
+    if (Q4) {
+      const __m256 m = _mm256_set1_ps(_cvtsh_ss(sn[2 * b + 1]));
+      for (int k = 0; k < 4; ++k) w[k] = _mm256_add_ps(_mm256_mul_ps(w[k], d), m);
+    } else {
+      for (int k = 0; k < 4; ++k) w[k] = _mm256_mul_ps(w[k], d);
+    }
+    for (int t = 0; t < T; ++t) {
+      const float* xp = x + (r0 + t) * K + b * kBlock;
+      acc[t] = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xp), acc[t]);
+      acc[t] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xp + 8), acc[t]);
+      acc[t] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xp + 16), acc[t]);
+      acc[t] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xp + 24), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = hsum(acc[t]);
+}
+
 template <bool Q4>
 void columns(const float* x, int64_t R, int64_t K, const uint8_t* q, int64_t qstride,
              const uint16_t* s, const float* xs, float* y, int64_t n0, int64_t n1, int64_t N) {
@@ -100,7 +129,8 @@ void columns(const float* x, int64_t R, int64_t K, const uint8_t* q, int64_t qst
     const uint8_t* qn = q + n * qstride;
     const uint16_t* sn = s + n * nb * (Q4 ? 2 : 1);
     int64_t r = 0;
-    for (; r + kTile <= R; r += kTile) column<kTile, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
+    for (; r + 8 <= R; r += 8) column_dense<8, Q4>(x, K, r, qn, sn, nb, y, N, n);
+    for (; r + 4 <= R; r += 4) column_dense<4, Q4>(x, K, r, qn, sn, nb, y, N, n);
     for (; r < R; ++r) column<1, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
   }
 }

@@ -60,6 +60,7 @@ def kernel() -> Any:
     from torch.utils import cpp_extension
 
     started = time.monotonic()
+    log.info("loading the block kernel (compiled once per machine on first use, ~40 s)")
     try:
         module = cpp_extension.load(
             "ragtune_blockquant", [str(SOURCE)],

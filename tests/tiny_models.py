@@ -74,3 +74,24 @@ def save_tiny_model(directory: Path, arch: str = "llama", template: str | None =
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def snap_to_gguf_grid(model) -> None:
+    """Put every weight of `model` exactly on the grids the embedded generator ships in (as a
+    GGUF dequantized by transformers leaves them): projections on Q4_1 (blocks of 32,
+    w = d*q + m, d and m fp16), the (tied) token embedding on Q8_0 (w = d*q)."""
+    import torch
+
+    embedding = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight is not embedding:
+                w = module.weight.view(module.weight.shape[0], -1, 32)
+                lo = w.amin(-1).half().float()
+                d = ((w.amax(-1) - lo) / 15).half().float()
+                q = torch.round((w - lo[..., None]) / d.clamp(min=1e-8)[..., None]).clamp(0, 15)
+                module.weight.copy_((d[..., None] * q + lo[..., None]).view_as(module.weight))
+        w = embedding.view(embedding.shape[0], -1, 32)
+        d = (w.abs().amax(-1) / 127).half().float()
+        q = torch.round(w / d.clamp(min=1e-8)[..., None]).clamp(-127, 127)  # zero rows stay 0
+        embedding.copy_((d[..., None] * q).view_as(embedding))
