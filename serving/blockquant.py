@@ -7,8 +7,8 @@ and a single stream was bound by memory bandwidth (docs/serving.md, "One decode 
 This module finds, per Linear layer, whether its fp32 weight still lies *exactly* on one of
 those grids (recovered from the weight itself, verified bit for bit, so no GGUF parsing and
 no approximation: a layer that does not reconstruct exactly stays dense), and if so gives it
-a packed copy served by a small AVX2/FMA kernel (`blockquant.cpp`, compiled once on first
-use with torch's extension builder) for the row counts of decode steps. Prefill chunks and
+a packed copy served by a small AVX2/FMA kernel with an AVX-512 path chosen at run time
+(`blockquant.cpp`, compiled once on first use with torch's extension builder) for the row counts of decode steps. Prefill chunks and
 anything with gradients keep the fp32 weight and `F.linear`.
 
 Why our own kernel: torch's CPU int4/int8 weight-only kernels (`_weight_int4pack_mm_for_cpu`,
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 SOURCE = Path(__file__).with_name("blockquant.cpp")
-# Products smaller than this many multiply-adds run on the calling thread alone (measured:
-# splitting SmolLM2's smallest, 192x576 for one row, over two threads gains nothing).
-PARALLEL_MIN_MACS = 100_000
-NEVER = 2**62
 
 
 class KernelUnavailable(RagtuneError):
@@ -137,26 +133,24 @@ class BlockLinear(nn.Linear):
     """An nn.Linear (so peft wraps it like any other) whose decode-sized inputs run on the
     packed weight; larger inputs (prefill), other dtypes and autograd use the fp32 weight.
 
-    The kernel splits a product over its own helper threads only when the calling thread's
-    torch intra-op threads are 1 (the engine's decode steps): two spinning thread teams on
-    the same cores (torch's OpenMP one and ours) made a step 10x slower.
+    The kernel (which takes any [..., in] input) splits a product over its own helper threads
+    only when the calling thread's torch intra-op threads are 1 (the engine's decode steps,
+    see `StepThreads`): two spinning thread teams on the same cores (torch's OpenMP one and
+    ours) made a step 10x slower.
     """
 
     packed: Packed
     max_rows: int
+    _max_numel: int
     _matmul: Any
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1] if x.numel() else 0
-        if (rows == 0 or rows > self.max_rows or x.dtype != torch.float32
-                or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad)):
+        if (x.numel() > self._max_numel or x.numel() == 0 or x.requires_grad
+                or x.dtype is not torch.float32 or x.device.type != "cpu"
+                or (self.weight.requires_grad and torch.is_grad_enabled())):
             return F.linear(x, self.weight, self.bias)
-        spread = PARALLEL_MIN_MACS if torch.get_num_threads() == 1 else NEVER
-        y = self._matmul(x.reshape(rows, x.shape[-1]).contiguous(), self.packed.q,
-                         self.packed.scales, spread)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], y.shape[-1])
+        y = self._matmul(x, self.packed.q, self.packed.scales)
+        return y if self.bias is None else y + self.bias
 
 
 @dataclass(frozen=True)
@@ -191,6 +185,7 @@ def use_block_kernels(model: nn.Module, max_rows: int = 16) -> PackReport:
             continue
         module.__class__ = BlockLinear
         module.packed, module.max_rows, module._matmul = packed, max_rows, module_.matmul
+        module._max_numel = max_rows * module.in_features
         counts[packed.kind] = counts.get(packed.kind, 0) + 1
         dense_bytes += module.weight.numel() * 4
         packed_bytes += packed.nbytes

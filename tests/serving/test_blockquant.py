@@ -13,11 +13,25 @@ from torch.nn import functional as F  # noqa: N812
 
 from ragtune.errors import ConfigError
 from ragtune.types import GenerationRequest
-from serving.blockquant import BlockLinear, StepThreads, pack, use_block_kernels
+from serving.blockquant import BlockLinear, StepThreads, kernel, pack, use_block_kernels
 from serving.config import EngineConfig
 from serving.engine import TransformersGenerator
 from tests.serving_fixtures import make_adapter, reference_output
 from tests.tiny_models import build_model, save_tiny_model, snap_to_gguf_grid
+
+
+# The vector code paths this CPU runs (AVX-512 where it has it, AVX2 always).
+with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as _info:
+    ISAS = ["avx2", "avx512"] if " avx512f" in _info.read() else ["avx2"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test on one vector code path, then restore the kernel's own choice."""
+    before = kernel().isa()
+    kernel().set_isa(request.param)
+    yield request.param
+    kernel().set_isa(before)
 
 
 def q4_weight(out: int, inp: int, seed: int = 0) -> torch.Tensor:
@@ -61,13 +75,13 @@ def test_grids_are_recognised_exactly_and_other_weights_are_not() -> None:
 
 @pytest.mark.parametrize("make", [q4_weight, q8_weight], ids=["q4", "q8"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_products_match_fp32_for_every_decode_row_count(make, threads) -> None:
+def test_products_match_fp32_for_every_decode_row_count(make, threads, isa) -> None:
     weight = make(200, 160, seed=3)  # 200 columns: the helpers' split is not a multiple of 8
     layer = block_linear(weight)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # 1: the kernel's helpers split it; 2: the caller alone
     try:
-        for rows in (1, 2, 3, 4, 5, 7, 16):
+        for rows in (1, 2, 3, 4, 5, 7, 8, 13, 16):
             x = torch.randn(rows, 160, generator=torch.Generator().manual_seed(rows))
             with torch.inference_mode():
                 got = layer(x)
