@@ -17,6 +17,7 @@ from serving.config import EngineConfig
 from serving.engine import TransformersGenerator
 from serving.generation import GenerationTimeout
 from tests.serving_fixtures import make_adapter, reference_output, settings_for
+from tests.tiny_models import CHATML_TEMPLATE
 
 SYSTEM = "You are a helpful assistant. Answer from the context and cite the source [1]."
 LONG = "Tell me about the reactor and its safety policy, please. " * 6
@@ -94,6 +95,33 @@ def test_shared_prefix_cache_hits_change_nothing(adapter_workspace, tiny_llama_d
         assert hits >= (len(requests) * 2 - 2 if entries else 0)
     assert outputs[8] == outputs[0] == outputs[8, "batched"] == outputs[0, "batched"]
     assert outputs[8] == [expected(adapter_workspace, tiny_llama_dir, r) for r in requests]
+
+
+DEFAULT_SYSTEM_TEMPLATE = (  # SmolLM2/Qwen-style: a system block even when none is given
+    "{% if messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    + CHATML_TEMPLATE)
+
+
+def test_the_templates_own_opening_is_a_shared_prefix_too(adapter_workspace,
+                                                          tiny_llama_dir) -> None:
+    """User-first conversations share what the template puts before the user's text (here a
+    default system block): cached once, with outputs identical to no cache."""
+    settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
+    requests = [req(q, m, n=8) for m in ("base", "alpha") for q in ("What is the capital?", "hi")]
+    outputs, hits = {}, {}
+    for entries in (8, 0):
+        gen = TransformersGenerator.from_settings(settings, EngineConfig(
+            prefix_cache_entries=entries, prefill_chunk_tokens=16, repeat_guard_tokens=0))
+        gen.tokenizer.chat_template = DEFAULT_SYSTEM_TEMPLATE
+        try:
+            outputs[entries] = [gen.complete(r).text for r in requests]
+            hits[entries] = gen.prefixes.hits
+            assert gen.render(requests[0]).startswith("<|im_start|>system\nYou are")
+        finally:
+            gen.close()
+    assert hits[8] == len(requests) - 2 and hits[0] == 0  # one miss per model, then hits
+    assert outputs[8] == outputs[0]
 
 
 def test_the_repetition_guard_stops_a_looping_model(tiny_llama_dir, tiny_qwen2_dir) -> None:
