@@ -125,20 +125,6 @@ void column_dense(const float* x, int64_t K, int64_t r0, const uint8_t* qn, cons
   for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = hsum(acc[t]);
 }
 
-template <bool Q4>
-void columns(const float* x, int64_t R, int64_t K, const uint8_t* q, int64_t qstride,
-             const uint16_t* s, const float* xs, float* y, int64_t n0, int64_t n1, int64_t N) {
-  const int64_t nb = K / kBlock;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* qn = q + n * qstride;
-    const uint16_t* sn = s + n * nb * (Q4 ? 2 : 1);
-    int64_t r = 0;
-    for (; r + 8 <= R; r += 8) column_dense<8, Q4>(x, K, r, qn, sn, nb, y, N, n);
-    for (; r + 4 <= R; r += 4) column_dense<4, Q4>(x, K, r, qn, sn, nb, y, N, n);
-    for (; r < R; ++r) column<1, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
-  }
-}
-
 // AVX-512F versions of the same two loops (16 floats a vector: a block is two vectors), chosen
 // at run time where the CPU has it: about half the instructions per block of the AVX2 ones.
 #define RT_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -206,18 +192,25 @@ RT_AVX512 void column_dense512(const float* x, int64_t K, int64_t r0, const uint
   for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = _mm512_reduce_add_ps(acc[t]);
 }
 
-template <bool Q4>
-RT_AVX512 void columns512(const float* x, int64_t R, int64_t K, const uint8_t* q,
-                          int64_t qstride, const uint16_t* s, const float* xs, float* y,
-                          int64_t n0, int64_t n1, int64_t N) {
+// Columns [n0, n1) of y for every row: tiles of 8 and 4 rows, then single rows, on the AVX-512
+// code (`Wide`) or the AVX2 code. The wide functions are called, never inlined, from here.
+template <bool Q4, bool Wide>
+void columns(const float* x, int64_t R, int64_t K, const uint8_t* q, int64_t qstride,
+             const uint16_t* s, const float* xs, float* y, int64_t n0, int64_t n1, int64_t N) {
   const int64_t nb = K / kBlock;
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* qn = q + n * qstride;
     const uint16_t* sn = s + n * nb * (Q4 ? 2 : 1);
     int64_t r = 0;
-    for (; r + 8 <= R; r += 8) column_dense512<8, Q4>(x, K, r, qn, sn, nb, y, N, n);
-    for (; r + 4 <= R; r += 4) column_dense512<4, Q4>(x, K, r, qn, sn, nb, y, N, n);
-    for (; r < R; ++r) column512<1, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
+    if constexpr (Wide) {
+      for (; r + 8 <= R; r += 8) column_dense512<8, Q4>(x, K, r, qn, sn, nb, y, N, n);
+      for (; r + 4 <= R; r += 4) column_dense512<4, Q4>(x, K, r, qn, sn, nb, y, N, n);
+      for (; r < R; ++r) column512<1, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
+    } else {
+      for (; r + 8 <= R; r += 8) column_dense<8, Q4>(x, K, r, qn, sn, nb, y, N, n);
+      for (; r + 4 <= R; r += 4) column_dense<4, Q4>(x, K, r, qn, sn, nb, y, N, n);
+      for (; r < R; ++r) column<1, Q4>(x, K, r, qn, sn, xs, nb, y, N, n);
+    }
   }
 }
 
@@ -256,7 +249,12 @@ class Pool {
       wake_.notify_all();
     }
     part(0);
-    while (pending_.load(std::memory_order_acquire) > 0) _mm_pause();
+    // Spin briefly, then yield: on a busy machine a helper may be descheduled, and a caller
+    // spinning through its time slice would keep the core from the very thread it waits for.
+    for (int spins = 0; pending_.load(std::memory_order_acquire) > 0; ++spins) {
+      if (spins < 4096) _mm_pause();
+      else std::this_thread::yield();
+    }
     busy_.clear(std::memory_order_release);
   }
 
@@ -269,6 +267,7 @@ class Pool {
       while (epoch_.load(std::memory_order_acquire) == seen && !stop_.load()) {
         _mm_pause();
         if (++spins % 1024) continue;
+        std::this_thread::yield();  // let other runnable threads have the core between checks
         if (std::chrono::steady_clock::now() - started < std::chrono::milliseconds(3)) continue;
         std::unique_lock<std::mutex> lock(mutex_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
@@ -331,10 +330,10 @@ torch::Tensor matmul(const torch::Tensor& input, const torch::Tensor& q,
   const int64_t qstride = q.size(1);
   const bool wide = use_avx512;
   auto run = [&](int64_t n0, int64_t n1) {
-    if (wide && q4) columns512<true>(xp, R, K, qp, qstride, sp, xs.data(), yp, n0, n1, N);
-    else if (wide) columns512<false>(xp, R, K, qp, qstride, sp, nullptr, yp, n0, n1, N);
-    else if (q4) columns<true>(xp, R, K, qp, qstride, sp, xs.data(), yp, n0, n1, N);
-    else columns<false>(xp, R, K, qp, qstride, sp, nullptr, yp, n0, n1, N);
+    if (wide && q4) columns<true, true>(xp, R, K, qp, qstride, sp, xs.data(), yp, n0, n1, N);
+    else if (wide) columns<false, true>(xp, R, K, qp, qstride, sp, nullptr, yp, n0, n1, N);
+    else if (q4) columns<true, false>(xp, R, K, qp, qstride, sp, xs.data(), yp, n0, n1, N);
+    else columns<false, false>(xp, R, K, qp, qstride, sp, nullptr, yp, n0, n1, N);
   };
   const int parts = pool && at::get_num_threads() == 1 ? pool->size() : 1;
   if (parts == 1 || R * N * K < kParallelMinMacs) {
