@@ -96,7 +96,10 @@ def pack(weight: torch.Tensor) -> Packed | None:
             or weight.shape[1] % BLOCK:
         return None
     w = weight.detach().reshape(weight.shape[0], -1, BLOCK)
-    return _pack_q8(w) or _pack_q4(w)
+    head = w[:1]  # one output row first: a weight off the grid is rejected without copies
+    if _pack_q8(head) is not None:
+        return _pack_q8(w) or _pack_q4(w)
+    return _pack_q4(w) if _pack_q4(head) is not None else None
 
 
 def _pack_q4(w: torch.Tensor) -> Packed | None:
@@ -172,17 +175,23 @@ def use_block_kernels(model: nn.Module, max_rows: int = 16) -> PackReport:
     """Give every Linear layer of `model` whose weight lies exactly on a Q4_1/Q8_0 grid a packed
     copy and the block forward (in place). Call before attaching LoRA adapters. Raises
     KernelUnavailable when the kernel cannot be built here (the caller stays dense)."""
-    module_ = kernel()
-    module_.set_threads(max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0)))))
-    counts: dict[str, int] = {}
-    dense = dense_bytes = packed_bytes = 0
+    found: list[tuple[nn.Linear, Packed]] = []
+    dense = 0
     for module in model.modules():
         if type(module) is not nn.Linear:
             continue
         packed = pack(module.weight)
         if packed is None:
             dense += 1
-            continue
+        else:
+            found.append((module, packed))
+    if not found:  # not a grid model: no kernel build, nothing changed
+        return PackReport({}, dense, 0, 0)
+    module_ = kernel()
+    module_.set_threads(max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0)))))
+    counts: dict[str, int] = {}
+    dense_bytes = packed_bytes = 0
+    for module, packed in found:
         module.__class__ = BlockLinear
         module.packed, module.max_rows, module._matmul = packed, max_rows, module_.matmul
         module._max_numel = max_rows * module.in_features

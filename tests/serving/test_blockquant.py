@@ -173,3 +173,11 @@ def test_the_engine_on_block_kernels_answers_what_dense_transformers_does(grid_m
 def test_weight_kernel_is_validated() -> None:
     with pytest.raises(ConfigError, match="weight_kernel"):
         EngineConfig(weight_kernel="fast")  # type: ignore[arg-type]
+
+
+def test_a_model_off_the_grid_is_left_as_it_is() -> None:
+    model = build_model(seed=6)  # random fp32 weights, as DeepSeek-R1-Distill's are to a grid
+    report = use_block_kernels(model)
+    assert report.packed == {} and report.dense == 15 and report.packed_bytes == 0
+    assert not any(isinstance(m, BlockLinear) for m in model.modules())
+    assert StepThreads(model).rows == 0
