@@ -2,9 +2,9 @@
 //   q4: blocks of 32 weights, w = d * q + m, q in 0..15 (Q4_1); two weights per byte, the low
 //       nibble of byte j is weight j of the block, the high nibble weight j + 16;
 //   q8: blocks of 32 weights, w = d * q, q in -128..127 (Q8_0).
-// y[r, n] = sum_b d[n, b] * dot(q[n, b, :], x[r, b, :]) (+ m[n, b] * sum(x[r, b, :]) for q4).
-// Each weight block is unpacked into registers once and used for every row of the tile, so a
-// 16-row step reads the packed bytes once; rows are not the hot dimension here, weights are.
+// Single rows: y[r, n] = sum_b d[n, b] * dot(q[n, b, :], x[r, b, :]) (+ m[n, b] * sum(x[r, b, :])
+// for q4). Tiles of 4 or 8 rows: each block is dequantized in registers to the fp32 weights
+// once and used for every row of the tile, so the packed bytes are read once per tile.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>

@@ -8,13 +8,14 @@ This module finds, per Linear layer, whether its fp32 weight still lies *exactly
 those grids (recovered from the weight itself, verified bit for bit, so no GGUF parsing and
 no approximation: a layer that does not reconstruct exactly stays dense), and if so gives it
 a packed copy served by a small AVX2/FMA kernel with an AVX-512 path chosen at run time
-(`blockquant.cpp`, compiled once on first use with torch's extension builder) for the row counts of decode steps. Prefill chunks and
-anything with gradients keep the fp32 weight and `F.linear`.
+(`blockquant.cpp`, compiled once on first use with torch's extension builder) for forwards of
+up to `max_rows` token rows (the engine: decode steps and prefill chunks of up to 64 rows).
+Longer inputs and anything with gradients keep the fp32 weight and `F.linear`.
 
 Why our own kernel: torch's CPU int4/int8 weight-only kernels (`_weight_int4pack_mm_for_cpu`,
 `_weight_int8pack_mm`) measured 6-40x *slower* than fp32 on the 2-core AVX2 VM
-(bench/bench_int4_linear.py), and llama.cpp is not a PyPI-installable library we could call
-with peft's LoRA layers around it. The results differ from fp32 `F.linear` only by float
+(bench/bench_int4_linear.py), and llama.cpp (llama-cpp-python) runs a whole model of its own,
+which peft's LoRA layers and the engine's per-row adapters cannot wrap. The results differ from fp32 `F.linear` only by float
 summation order (~1e-6).
 """
 
