@@ -145,11 +145,10 @@ class BlockLinear(nn.Linear):
 
     packed: Packed
     max_rows: int
-    _max_numel: int
     _matmul: Any
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.numel() > self._max_numel or x.numel() == 0 or x.requires_grad
+        if (x.numel() > self.max_rows * self.in_features or x.numel() == 0 or x.requires_grad
                 or x.dtype is not torch.float32 or x.device.type != "cpu"
                 or (self.weight.requires_grad and torch.is_grad_enabled())):
             return F.linear(x, self.weight, self.bias)
@@ -195,7 +194,6 @@ def use_block_kernels(model: nn.Module, max_rows: int = 16) -> PackReport:
     for module, packed in found:
         module.__class__ = BlockLinear
         module.packed, module.max_rows, module._matmul = packed, max_rows, module_.matmul
-        module._max_numel = max_rows * module.in_features
         counts[packed.kind] = counts.get(packed.kind, 0) + 1
         dense_bytes += module.weight.numel() * 4
         packed_bytes += packed.nbytes

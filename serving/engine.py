@@ -31,7 +31,7 @@ import torch
 
 from serving.adapters import discover_adapters, mismatch
 from serving.batching import Job, JobQueue, Row, Rules
-from serving.blockquant import StepThreads
+from serving.blockquant import KernelUnavailable, StepThreads, use_block_kernels
 from serving.config import EngineConfig
 from serving.continuous import ContinuousBatcher
 from serving.generation import Engine, GenerationTimeout, check_model
@@ -106,8 +106,6 @@ def _block_kernels(model: Any, config: EngineConfig, device: str) -> None:
     """Serve grid-exact weights packed (`serving.blockquant`), before adapters wrap them."""
     if config.weight_kernel == "dense":
         return
-    from serving.blockquant import KernelUnavailable, use_block_kernels
-
     if device != "cpu" or model.dtype != torch.float32:
         if config.weight_kernel == "block":
             raise ConfigError("weight_kernel", "block", f"needs float32 on cpu, not "
