@@ -3,10 +3,12 @@ sub-batch that rows join and leave, and the shared-prefix (system prompt) cache.
 
 Why not transformers' `DynamicCache` as is: its layers `torch.cat` the whole cache on every
 decode step (O(cache length) copied per token, per layer), and it has no way to add a row to
-a running batch. `BufferLayer` is a transformers cache layer (so every model's attention uses
-it unchanged) that writes new keys/values into a preallocated buffer grown by doubling, and
-`SubBatch` rebuilds those buffers only when a row joins (left-padded to the common length,
-the padding masked) or leaves (rows dropped, all-padding columns trimmed).
+a running batch. `BufferLayer` (a prefilling row's cache) and `BatchLayer` (a sub-batch's) are
+transformers cache layers, so every model's attention uses them unchanged; both write new
+keys/values into preallocated buffers grown by doubling. A `SubBatch` keeps its rows in slots
+of one buffer: a row joins by one copy into a free slot, left-padded (masked) to the common
+length, and leaves by moving the last row into its slot; columns that became all padding are
+trimmed by moving a view, not by copying.
 """
 
 from __future__ import annotations
@@ -106,71 +108,159 @@ class BufferCache(Cache):
         return self.layers[0].get_seq_length() if self.layers else 0
 
 
-def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad dim -2 (time) of a [B, H, T, D] tensor on the left with zeros up to `width`."""
-    missing = width - tensor.shape[-2]
-    if missing <= 0:
-        return tensor
-    pad = tensor.new_zeros((*tensor.shape[:2], missing, tensor.shape[-1]))
-    return torch.cat([pad, tensor], dim=-2)
+class BatchLayer(DynamicLayer):
+    """One decoder layer's keys/values of a running sub-batch, in place: buffers
+    [row slots, heads, columns, dim] with spare slots and columns; the live part is rows
+    `[:rows]`, columns `[start:end]`, and a step writes every row's new token at column `end`.
+    A row joins by a copy into a free slot (left-padded up to `end`) and leaves by moving the
+    last row into its slot, so neither touches the other rows' keys and values."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, slots: int,
+                 columns: int) -> None:
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.is_initialized = True
+        self.kbuf = keys.new_zeros((slots, keys.shape[1], columns, keys.shape[-1]))
+        self.vbuf = values.new_zeros((slots, values.shape[1], columns, values.shape[-1]))
+        self.rows = self.start = self.end = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+
+    def _views(self) -> None:
+        self.keys = self.kbuf[: self.rows, :, self.start:self.end]
+        self.values = self.vbuf[: self.rows, :, self.start:self.end]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[-2]
+        if self.end + new > self.kbuf.shape[-2]:
+            self.resize(self.kbuf.shape[0], 2 * (self.end - self.start + new) + 64)
+        self.kbuf[: self.rows, :, self.end:self.end + new] = key_states
+        self.vbuf[: self.rows, :, self.end:self.end + new] = value_states
+        self.end += new
+        self._views()
+        return self.keys, self.values
+
+    def resize(self, slots: int, columns: int, end: int | None = None) -> None:
+        """New buffers of `slots` x `columns`; the live part lands right-aligned at `end`
+        (default: its width, so the spare columns are all on the right)."""
+        width = self.end - self.start
+        end = width if end is None else end
+        kbuf, vbuf = self.kbuf, self.vbuf
+        self.kbuf = kbuf.new_zeros((slots, kbuf.shape[1], columns, kbuf.shape[-1]))
+        self.vbuf = vbuf.new_zeros((slots, vbuf.shape[1], columns, vbuf.shape[-1]))
+        self.kbuf[: self.rows, :, end - width:end] = kbuf[: self.rows, :, self.start:self.end]
+        self.vbuf[: self.rows, :, end - width:end] = vbuf[: self.rows, :, self.start:self.end]
+        self.start, self.end = end - width, end
+        self._views()
+
+    def put(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Write one row's keys/values [1, H, n, D] right-aligned at `end` into `slot`."""
+        n = keys.shape[-2]
+        self.kbuf[slot, :, self.end - n:self.end] = keys[0]
+        self.vbuf[slot, :, self.end - n:self.end] = values[0]
+
+    def move(self, source: int, target: int) -> None:
+        self.kbuf[target, :, self.start:self.end] = self.kbuf[source, :, self.start:self.end]
+        self.vbuf[target, :, self.start:self.end] = self.vbuf[source, :, self.start:self.end]
+
+    def get_seq_length(self) -> int:
+        return self.end - self.start
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError("a sub-batch selects rows through SubBatch.keep")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a sub-batch never crops")
+
+
+class BatchCache(Cache):
+    """The `Cache` of a running sub-batch: one `BatchLayer` per decoder layer."""
+
+    def __init__(self, layers: list[BatchLayer]) -> None:
+        super().__init__(layers=layers)
 
 
 @dataclass(eq=False)
 class SubBatch:
-    """Decoding rows of one model/adapter that share one left-padded KV cache.
+    """Decoding rows of one model/adapter that share one left-padded KV cache, updated in
+    place (`BatchLayer`): a join copies one row in, a leave moves one row, so a step's cost
+    no longer includes rebuilding every row's cache whenever the batch changes (a join used
+    to copy all rows' keys/values twice: ~20 ms at 16 rows on SmolLM2-135M).
 
-    `mask[b, t]` is 1 where row b has a real token at cache column t; `positions[b]` is the
-    position of row b's next token (its real length), so rotary embeddings stay per row.
+    `mask[b, t]` is 1 where row b has a real token at live cache column t; `positions[b]` is
+    the position of row b's next token (its real length), so rotary embeddings stay per row.
     """
 
     model: str
     rows: list[Any] = field(default_factory=list)
-    cache: BufferCache = field(default_factory=BufferCache)
-    mask: torch.Tensor | None = None  # [B, T] long
+    cache: BatchCache | None = None
+    mask: torch.Tensor | None = None  # [B, live columns] long
     positions: list[int] = field(default_factory=list)
     next_tokens: list[int] = field(default_factory=list)
 
     def add(self, row: Any, layers: Layers, length: int, first_token: int) -> None:
         """Join a row whose prompt is prefilled (`layers`, `length` tokens) and whose first
         new token is `first_token` (fed at the next step)."""
-        device = layers[0][0].device
-        if not self.rows:
-            self.cache = BufferCache.from_layers(layers)
-            self.mask = torch.ones((1, length), dtype=torch.long, device=device)
-        else:
-            assert self.mask is not None
-            width = max(self.cache.length, length)
-            merged = [(torch.cat([_left_pad(k0, width), _left_pad(k1, width)]),
-                       torch.cat([_left_pad(v0, width), _left_pad(v1, width)]))
-                      for (k0, v0), (k1, v1) in zip(self.cache.contents(), layers, strict=True)]
-            old = torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0))
-            new = torch.zeros((1, width), dtype=torch.long, device=device)
-            new[:, width - length:] = 1
-            self.cache = BufferCache.from_layers(merged)
-            self.mask = torch.cat([old, new])
+        slot = len(self.rows)
+        if self.cache is None:
+            self.cache = BatchCache([BatchLayer(k, v, 4, 2 * length + 64) for k, v in layers])
+            for layer in self.cache.layers:
+                layer.start = layer.end = length  # empty, right-aligned: no regrow below
+            self.mask = torch.zeros((0, 0), dtype=torch.long, device=layers[0][0].device)
+        assert self.mask is not None
+        first = self.cache.layers[0]
+        width = first.end - first.start
+        if slot == first.kbuf.shape[0] or length > first.end:  # no free slot or room: regrow
+            end = max(length, width)
+            columns = max(first.kbuf.shape[-2], end + 64)
+            slots = first.kbuf.shape[0] * (2 if slot == first.kbuf.shape[0] else 1)
+            for layer in self.cache.layers:
+                layer.resize(slots, columns, end)
+        pad = max(length - width, 0)  # the new row reaches left of the live part
+        for layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
+            layer.rows = slot + 1
+            layer.start = min(layer.start, layer.end - length)
+            layer.put(slot, keys, values)
+            layer._views()
+        new = torch.zeros((1, width + pad), dtype=torch.long, device=self.mask.device)
+        new[:, width + pad - length:] = 1
+        self.mask = torch.cat([torch.nn.functional.pad(self.mask, (pad, 0)), new])
         self.rows.append(row)
         self.positions.append(length)
         self.next_tokens.append(first_token)
 
     def keep(self, keep: list[int]) -> None:
-        """Keep only the rows at indices `keep` and trim columns that became all padding."""
+        """Keep only the rows at indices `keep` (the last rows fill the slots of those that
+        left, so row order may change) and trim live columns that became all padding."""
         if len(keep) == len(self.rows):
             return
-        self.rows = [self.rows[i] for i in keep]
-        self.positions = [self.positions[i] for i in keep]
-        self.next_tokens = [self.next_tokens[i] for i in keep]
         if not keep:
-            self.cache, self.mask = BufferCache(), None
+            self.rows, self.positions, self.next_tokens = [], [], []
+            self.cache, self.mask = None, None
             return
-        assert self.mask is not None
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[index]
-        start = int(mask.any(dim=0).nonzero()[0])
-        self.mask = mask[:, start:]
-        self.cache = BufferCache.from_layers(
-            [(k[index, :, start:], v[index, :, start:]) for k, v in self.cache.contents()])
+        assert self.cache is not None and self.mask is not None
+        kept = set(keep)
+        holes = [i for i in range(len(keep)) if i not in kept]
+        movers = [i for i in keep if i >= len(keep)]
+        order = list(range(len(keep)))
+        for hole, mover in zip(holes, movers, strict=True):
+            order[hole] = mover
+            for layer in self.cache.layers:
+                layer.move(mover, hole)
+        self.rows = [self.rows[i] for i in order]
+        self.positions = [self.positions[i] for i in order]
+        self.next_tokens = [self.next_tokens[i] for i in order]
+        mask = self.mask[torch.tensor(order, device=self.mask.device)]
+        trim = int(mask.any(dim=0).nonzero()[0])
+        self.mask = mask[:, trim:]
+        for layer in self.cache.layers:
+            layer.rows = len(keep)
+            layer.start += trim
+            layer._views()
 
-    def step_inputs(self) -> dict[str, torch.Tensor | BufferCache]:
+    def step_inputs(self) -> dict[str, torch.Tensor | BatchCache | None]:
         """Model inputs of one decode step: each row's next token at its own position."""
         assert self.mask is not None
         device = self.mask.device
