@@ -30,8 +30,9 @@ from typing import Any
 import torch
 
 from serving.adapters import discover_adapters, mismatch
+from serving.attention import use_decode_attention
 from serving.batching import Job, JobQueue, Row, Rules
-from serving.blockquant import KernelUnavailable, StepThreads, use_block_kernels
+from serving.blockquant import KernelUnavailable, StepThreads, kernel, use_block_kernels
 from serving.config import EngineConfig
 from serving.continuous import ContinuousBatcher
 from serving.generation import Engine, GenerationTimeout, check_model
@@ -119,7 +120,8 @@ def _block_kernels(model: Any, config: EngineConfig, device: str) -> None:
         log.warning("%s; serving dense fp32 weights", err)
         return
     if report.packed:
-        log.info("%s", report)
+        decode = use_decode_attention(model, kernel())
+        log.info("%s%s", report, "; decode attention on the kernel" if decode else "")
 
 
 def _attach_adapter(model: Any, name: str, path: Path) -> Any:

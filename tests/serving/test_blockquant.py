@@ -16,8 +16,8 @@ from ragtune.types import GenerationRequest
 from serving.blockquant import BlockLinear, StepThreads, kernel, pack, use_block_kernels
 from serving.config import EngineConfig
 from serving.engine import TransformersGenerator
-from tests.serving_fixtures import make_adapter, reference_output
-from tests.tiny_models import build_model, save_tiny_model, snap_to_gguf_grid
+from tests.serving_fixtures import reference_output
+from tests.tiny_models import build_model, snap_to_gguf_grid
 
 
 # The vector code paths this CPU runs (AVX-512 where it has it, AVX2 always).
@@ -135,19 +135,6 @@ def test_a_grid_exact_tiny_model_is_packed_whole_and_generates_the_same() -> Non
     assert torch.equal(got, want)
     threads = StepThreads(block)
     assert threads.rows == 16 and StepThreads(dense).rows == 0
-
-
-@pytest.fixture(scope="module")
-def grid_model(tmp_path_factory):
-    """A tiny model whose weights lie on the GGUF grids, and a LoRA adapter for it."""
-    from transformers import AutoModelForCausalLM
-
-    base = save_tiny_model(tmp_path_factory.mktemp("grid-llama"), "llama")
-    model = AutoModelForCausalLM.from_pretrained(base)
-    snap_to_gguf_grid(model)
-    model.save_pretrained(base)
-    adapter = make_adapter(base, tmp_path_factory.mktemp("grid-run") / "adapter", seed=4)
-    return base, adapter
 
 
 @pytest.mark.parametrize("model", ["base", "tuned"])
