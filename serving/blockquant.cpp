@@ -75,10 +75,21 @@ inline __m256 block_dot_ones(const float* x) {
                        _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24)));
 }
 
+// The q4 offset term of one row and column: sum over blocks of m[b] * sum(x[block b]), with
+// `sn` the column's (d, m) pairs; four chains, off the blocks' critical path.
+inline float m_term(const float* sn, const float* xs, int64_t nb) {
+  float part[4] = {0.f, 0.f, 0.f, 0.f};
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4)
+    for (int j = 0; j < 4; ++j) part[j] += sn[2 * (b + j) + 1] * xs[b + j];
+  for (; b < nb; ++b) part[0] += sn[2 * b + 1] * xs[b];
+  return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
 // One output column n for rows [r0, r0 + T): T compile-time so the accumulators are registers.
 // `sn` holds the column's block scales as fp16: (d, m) pairs for q4, d alone for q8.
 template <int T, bool Q4>
-void column(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint16_t* sn,
+void column(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const float* sn,
             const float* xs, int64_t nb, float* y, int64_t N, int64_t n) {
   __m256 acc[T];
   float macc[T];
@@ -87,13 +98,12 @@ void column(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint
   for (int64_t b = 0; b < nb; ++b) {
     if (Q4) unpack_q4(qn + b * 16, w);
     else unpack_q8(reinterpret_cast<const int8_t*>(qn) + b * kBlock, w);
-    const __m256 d = _mm256_set1_ps(_cvtsh_ss(sn[Q4 ? 2 * b : b]));
-    const float m = Q4 ? _cvtsh_ss(sn[2 * b + 1]) : 0.f;
-    for (int t = 0; t < T; ++t) {
+    const __m256 d = _mm256_set1_ps(sn[Q4 ? 2 * b : b]);
+    for (int t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(block_dot(w, x + (r0 + t) * K + b * kBlock), d, acc[t]);
-      if (Q4) macc[t] += m * xs[(r0 + t) * nb + b];
-    }
   }
+  if (Q4)
+    for (int t = 0; t < T; ++t) macc[t] = m_term(sn, xs + (r0 + t) * nb, nb);
   for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = hsum(acc[t]) + macc[t];
 }
 
@@ -101,7 +111,7 @@ void column(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint
 // fp32 weights: a multiply then an add, as transformers' dequantizer rounds them), so each row
 // costs 4 FMAs per block, the count of a dense fp32 product, and the unpacking is shared by T.
 template <int T, bool Q4>
-void column_dense(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const uint16_t* sn,
+void column_dense(const float* x, int64_t K, int64_t r0, const uint8_t* qn, const float* sn,
                   int64_t nb, float* y, int64_t N, int64_t n) {
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
@@ -109,9 +119,9 @@ void column_dense(const float* x, int64_t K, int64_t r0, const uint8_t* qn, cons
   for (int64_t b = 0; b < nb; ++b) {
     if (Q4) unpack_q4(qn + b * 16, w);
     else unpack_q8(reinterpret_cast<const int8_t*>(qn) + b * kBlock, w);
-    const __m256 d = _mm256_set1_ps(_cvtsh_ss(sn[Q4 ? 2 * b : b]));
+    const __m256 d = _mm256_set1_ps(sn[Q4 ? 2 * b : b]);
     if (Q4) {
-      const __m256 m = _mm256_set1_ps(_cvtsh_ss(sn[2 * b + 1]));
+      const __m256 m = _mm256_set1_ps(sn[2 * b + 1]);
       for (int k = 0; k < 4; ++k) w[k] = _mm256_add_ps(_mm256_mul_ps(w[k], d), m);
     } else {
       for (int k = 0; k < 4; ++k) w[k] = _mm256_mul_ps(w[k], d);
@@ -147,7 +157,7 @@ RT_AVX512 inline void unpack512(const uint8_t* q, bool q4, __m512 w[2]) {
 
 template <int T, bool Q4>
 RT_AVX512 void column512(const float* x, int64_t K, int64_t r0, const uint8_t* qn,
-                         const uint16_t* sn, const float* xs, int64_t nb, float* y, int64_t N,
+                         const float* sn, const float* xs, int64_t nb, float* y, int64_t N,
                          int64_t n) {
   __m512 acc[T];
   float macc[T];
@@ -155,30 +165,30 @@ RT_AVX512 void column512(const float* x, int64_t K, int64_t r0, const uint8_t* q
   __m512 w[2];
   for (int64_t b = 0; b < nb; ++b) {
     unpack512(qn + b * (Q4 ? 16 : kBlock), Q4, w);
-    const __m512 d = _mm512_set1_ps(_cvtsh_ss(sn[Q4 ? 2 * b : b]));
-    const float m = Q4 ? _cvtsh_ss(sn[2 * b + 1]) : 0.f;
+    const __m512 d = _mm512_set1_ps(sn[Q4 ? 2 * b : b]);
     for (int t = 0; t < T; ++t) {
       const float* xp = x + (r0 + t) * K + b * kBlock;
       __m512 s = _mm512_mul_ps(w[0], _mm512_loadu_ps(xp));
       s = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xp + 16), s);
       acc[t] = _mm512_fmadd_ps(s, d, acc[t]);
-      if (Q4) macc[t] += m * xs[(r0 + t) * nb + b];
     }
   }
+  if (Q4)
+    for (int t = 0; t < T; ++t) macc[t] = m_term(sn, xs + (r0 + t) * nb, nb);
   for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = _mm512_reduce_add_ps(acc[t]) + macc[t];
 }
 
 template <int T, bool Q4>
 RT_AVX512 void column_dense512(const float* x, int64_t K, int64_t r0, const uint8_t* qn,
-                               const uint16_t* sn, int64_t nb, float* y, int64_t N, int64_t n) {
+                               const float* sn, int64_t nb, float* y, int64_t N, int64_t n) {
   __m512 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   __m512 w[2];
   for (int64_t b = 0; b < nb; ++b) {
     unpack512(qn + b * (Q4 ? 16 : kBlock), Q4, w);
-    const __m512 d = _mm512_set1_ps(_cvtsh_ss(sn[Q4 ? 2 * b : b]));
+    const __m512 d = _mm512_set1_ps(sn[Q4 ? 2 * b : b]);
     if (Q4) {
-      const __m512 m = _mm512_set1_ps(_cvtsh_ss(sn[2 * b + 1]));
+      const __m512 m = _mm512_set1_ps(sn[2 * b + 1]);
       w[0] = _mm512_add_ps(_mm512_mul_ps(w[0], d), m);
       w[1] = _mm512_add_ps(_mm512_mul_ps(w[1], d), m);
     } else {
@@ -194,15 +204,28 @@ RT_AVX512 void column_dense512(const float* x, int64_t K, int64_t r0, const uint
   for (int t = 0; t < T; ++t) y[(r0 + t) * N + n] = _mm512_reduce_add_ps(acc[t]);
 }
 
+// The fp16 scales of one column as fp32 (8 at a time): converted once per column, not once per
+// block and row tile (the conversions and broadcasts were a third of a single row's work).
+inline void scales_to_float(const uint16_t* sn, int64_t count, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(sn + i))));
+  for (; i < count; ++i) out[i] = _cvtsh_ss(sn[i]);
+}
+
 // Columns [n0, n1) of y for every row: tiles of 8 and 4 rows, then single rows, on the AVX-512
 // code (`Wide`) or the AVX2 code. The wide functions are called, never inlined, from here.
+// (A 16-row AVX-512 tile was slower: 643 us against 420 for two 8-row tiles, down_proj.)
 template <bool Q4, bool Wide>
 void columns(const float* x, int64_t R, int64_t K, const uint8_t* q, int64_t qstride,
              const uint16_t* s, const float* xs, float* y, int64_t n0, int64_t n1, int64_t N) {
-  const int64_t nb = K / kBlock;
+  const int64_t nb = K / kBlock, per = nb * (Q4 ? 2 : 1);
+  std::vector<float> scales(per);
+  float* sn = scales.data();
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* qn = q + n * qstride;
-    const uint16_t* sn = s + n * nb * (Q4 ? 2 : 1);
+    scales_to_float(s + n * per, per, sn);
     int64_t r = 0;
     if constexpr (Wide) {
       for (; r + 8 <= R; r += 8) column_dense512<8, Q4>(x, K, r, qn, sn, nb, y, N, n);
