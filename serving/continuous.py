@@ -66,6 +66,7 @@ class ContinuousBatcher:
         self.prefilling: list[Prefill] = []
         self.batches: dict[str, SubBatch] = {}
         self.device = torch.device("cpu")
+        self.together = 0  # rows whose prompts were prefilled in a shared forward (stats)
 
     def active(self) -> int:
         return len(self.prefilling) + sum(len(b.rows) for b in self.batches.values())
@@ -135,7 +136,7 @@ class ContinuousBatcher:
 
     # -------------------------------------------------------------------------- prefill
     def _prefill_some(self) -> None:
-        budget = self.prefill_chunk
+        budget = self.prefill_chunk - self._prefill_together()
         while budget > 0 and self.prefilling:
             pre = self.prefilling[0]
             if not pre.row.check_alive():
@@ -158,6 +159,63 @@ class ContinuousBatcher:
                 if pre.row.job.banned_first:  # the request's banned openings
                     logits[:, list(pre.row.job.banned_first)] = float("-inf")
                 self._start_decoding(pre, self._choose(logits, [pre.row])[0])
+
+    def _prefill_together(self) -> int:
+        """Prefill the rest of several prompts in one forward, the prompt tokens it took.
+
+        Rows qualify when their cache already holds a prefix (a prefix-cache hit: so every
+        padded query has a real column to attend to), their rest fits the budget, and they
+        share the oldest such row's model. A burst of requests (16 clients at once, an eval)
+        then costs one dense forward instead of one small forward per prompt (SmolLM2, 16
+        prompts of ~18 tokens after the system prompt: ~1.1 s one by one)."""
+        ready = [p for p in self.prefilling if p.done > 0 and not p.store_prefix
+                 and p.row.check_alive()]
+        if len(ready) < 2:
+            return 0
+        model = ready[0].row.job.request.model
+        group: list[Prefill] = []
+        taken = 0
+        for pre in ready:
+            rest = len(pre.row.job.prompt_ids) - pre.done
+            if pre.row.job.request.model == model and taken + rest <= self.prefill_chunk:
+                group.append(pre)
+                taken += rest
+        if len(group) < 2:
+            return 0
+        self.prefilling = [p for p in self.prefilling if p not in group]
+        self.together += len(group)
+        logits, batch = self._run_together(model, group)
+        for i, pre in enumerate(group):
+            if pre.row.job.banned_first:
+                logits[i, list(pre.row.job.banned_first)] = float("-inf")
+        tokens = self._choose(logits, [pre.row for pre in group])
+        for i, (pre, token) in enumerate(zip(group, tokens, strict=True)):
+            layers, mask = batch.row_contents(i)
+            pre.row.step(token)
+            if pre.row.finish is not None:
+                self.finish(pre.row)
+                continue
+            running = self.batches.setdefault(model, SubBatch(model))
+            running.add(pre.row, layers, len(pre.row.job.prompt_ids), token, mask)
+        return taken
+
+    def _run_together(self, model: str, group: list[Prefill]) -> tuple[torch.Tensor, SubBatch]:
+        """One forward of the group's prompt rests, right-aligned over their cached prefixes
+        (a throwaway sub-batch); the last position's logits of each row and that batch."""
+        batch = SubBatch(model)
+        for pre in group:
+            batch.add(pre.row, pre.cache.contents(), pre.done, 0)
+        rests = [pre.row.job.prompt_ids[pre.done:] for pre in group]
+        width = max(len(rest) for rest in rests)
+        ids = torch.zeros((len(group), width), dtype=torch.long, device=self.device)
+        pos = torch.zeros_like(ids)
+        real = torch.zeros_like(ids)
+        for i, (pre, rest) in enumerate(zip(group, rests, strict=True)):
+            start = width - len(rest)
+            ids[i, start:] = torch.tensor(rest, dtype=torch.long)
+            pos[i, start:] = torch.arange(pre.done, pre.done + len(rest))
+            real[i, start:] = 1
+        return self.forward(model, **batch.chunk_inputs(ids, pos, real)), batch
 
     def _run_chunk(self, pre: Prefill, chunk: list[int]) -> torch.Tensor:
         ids = torch.tensor([chunk], dtype=torch.long, device=self.device)

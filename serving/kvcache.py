@@ -200,36 +200,56 @@ class SubBatch:
     positions: list[int] = field(default_factory=list)
     next_tokens: list[int] = field(default_factory=list)
 
-    def add(self, row: Any, layers: Layers, length: int, first_token: int) -> None:
-        """Join a row whose prompt is prefilled (`layers`, `length` tokens) and whose first
-        new token is `first_token` (fed at the next step)."""
+    def add(self, row: Any, layers: Layers, length: int, first_token: int,
+            mask: torch.Tensor | None = None) -> None:
+        """Join a row whose prompt is prefilled (`layers`; its next position is `length`) and
+        whose first new token is `first_token` (fed at the next step). `mask` marks the real
+        columns of `layers` (a row prefilled in a padded batch has holes); default: all."""
+        columns = layers[0][0].shape[-2]
         slot = len(self.rows)
         if self.cache is None:
-            self.cache = BatchCache([BatchLayer(k, v, 4, 2 * length + 64) for k, v in layers])
+            self.cache = BatchCache([BatchLayer(k, v, 4, 2 * columns + 64) for k, v in layers])
             for layer in self.cache.layers:
-                layer.start = layer.end = length  # empty, right-aligned: no regrow below
+                layer.start = layer.end = columns  # empty, right-aligned: no regrow below
             self.mask = torch.zeros((0, 0), dtype=torch.long, device=layers[0][0].device)
         assert self.mask is not None
         first = self.cache.layers[0]
         width = first.end - first.start
-        if slot == first.kbuf.shape[0] or length > first.end:  # no free slot or room: regrow
-            end = max(length, width)
-            columns = max(first.kbuf.shape[-2], end + 64)
+        if slot == first.kbuf.shape[0] or columns > first.end:  # no free slot or room: regrow
+            end = max(columns, width)
+            size = max(first.kbuf.shape[-2], end + 64)
             slots = first.kbuf.shape[0] * (2 if slot == first.kbuf.shape[0] else 1)
             for layer in self.cache.layers:
-                layer.resize(slots, columns, end)
-        pad = max(length - width, 0)  # the new row reaches left of the live part
+                layer.resize(slots, size, end)
+        pad = max(columns - width, 0)  # the new row reaches left of the live part
         for layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
             layer.rows = slot + 1
-            layer.start = min(layer.start, layer.end - length)
+            layer.start = min(layer.start, layer.end - columns)
             layer.put(slot, keys, values)
             layer._views()
         new = torch.zeros((1, width + pad), dtype=torch.long, device=self.mask.device)
-        new[:, width + pad - length:] = 1
+        new[:, width + pad - columns:] = 1 if mask is None else mask
         self.mask = torch.cat([torch.nn.functional.pad(self.mask, (pad, 0)), new])
         self.rows.append(row)
         self.positions.append(length)
         self.next_tokens.append(first_token)
+
+    def row_contents(self, index: int) -> tuple[Layers, torch.Tensor]:
+        """Row `index`'s keys/values from its first real column on, and its mask there."""
+        assert self.cache is not None and self.mask is not None
+        first = int(self.mask[index].nonzero()[0])
+        layers = [(layer.keys[index:index + 1, :, first:], layer.values[index:index + 1, :, first:])
+                  for layer in self.cache.layers]
+        return layers, self.mask[index, first:]
+
+    def chunk_inputs(self, ids: torch.Tensor, positions: torch.Tensor,
+                     real: torch.Tensor) -> dict[str, torch.Tensor | BatchCache | None]:
+        """Model inputs of a prefill chunk for every row at once: `ids`, `positions`, `real`
+        [B, L], each row's tokens right-aligned, `real` 0 on the padding before them."""
+        assert self.mask is not None
+        self.mask = torch.cat([self.mask, real.to(self.mask)], dim=1)
+        return {"input_ids": ids, "position_ids": positions, "attention_mask": self.mask,
+                "past_key_values": self.cache}
 
     def keep(self, keep: list[int]) -> None:
         """Keep only the rows at indices `keep` (the last rows fill the slots of those that
@@ -268,7 +288,8 @@ class SubBatch:
         self.mask = torch.cat([self.mask, ones], dim=1)
         ids = torch.tensor(self.next_tokens, dtype=torch.long, device=device)[:, None]
         pos = torch.tensor(self.positions, dtype=torch.long, device=device)[:, None]
-        mask = None if len(self.rows) == 1 else self.mask  # one row: never padded
+        alone = len(self.rows) == 1 and bool(self.mask.all())
+        mask = None if alone else self.mask  # one row without holes: nothing to mask
         return {"input_ids": ids, "position_ids": pos, "attention_mask": mask,
                 "past_key_values": self.cache}
 

@@ -97,6 +97,33 @@ def test_shared_prefix_cache_hits_change_nothing(adapter_workspace, tiny_llama_d
     assert outputs[8] == [expected(adapter_workspace, tiny_llama_dir, r) for r in requests]
 
 
+def test_a_burst_of_prompts_is_prefilled_together(adapter_workspace, tiny_llama_dir) -> None:
+    """Prompts that arrive together with a cached system prompt are prefilled in one padded
+    forward and join a batch that is already decoding: each row still gives what an
+    unbatched `generate` gives, and the running row is undisturbed."""
+    settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
+    gen = TransformersGenerator.from_settings(settings, EngineConfig(
+        max_batch_size=16, prefill_chunk_tokens=256, repeat_guard_tokens=0))
+    try:
+        for model in ("base", "alpha"):  # the system prompt's KV cached per model
+            gen.complete(req("hi", model, n=2, system=SYSTEM))
+        running = gen.submit(req("hi", "base", n=120, system=SYSTEM), stream=True)
+        assert isinstance(running.deltas.get(timeout=60), str)
+        burst = [req(q, m, n=n, system=SYSTEM) for q, n in (("What is the capital?", 5),
+                 (LONG, 9), ("hi", 3), ("Tell me about the reactor.", 7))
+                 for m in ("base", "alpha")]
+        results = gen.generate(burst)
+        together = gen._batcher.together
+        first = running.future.result(timeout=120)
+    finally:
+        gen.close()
+    assert together >= 6  # two groups of up to four, one per model
+    for request, result in zip(burst, results, strict=True):
+        assert result.text == expected(adapter_workspace, tiny_llama_dir, request), request
+    assert first.text == expected(adapter_workspace, tiny_llama_dir,
+                                  req("hi", "base", n=120, system=SYSTEM))
+
+
 DEFAULT_SYSTEM_TEMPLATE = (  # SmolLM2/Qwen-style: a system block even when none is given
     "{% if messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"

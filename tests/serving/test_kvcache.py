@@ -91,3 +91,44 @@ def test_the_last_row_leaving_empties_the_batch_and_it_starts_again() -> None:
         step(model, batch, produced)
     assert len(produced["c"]) == 4
     assert_as_alone(produced, want)
+
+
+@torch.inference_mode()
+def test_prompts_prefilled_together_with_holes_decode_as_alone() -> None:
+    """Rests of different lengths right-aligned over their cached prefixes (padding holes
+    between prefix and rest), moved with their masks into a batch already decoding."""
+    model = build_model("llama").eval()
+    gen = torch.Generator().manual_seed(5)
+    prefix = torch.randint(3, 500, (6,), generator=gen).tolist()
+    rests = {"x": torch.randint(3, 500, (9,), generator=gen).tolist(),
+             "y": torch.randint(3, 500, (2,), generator=gen).tolist()}
+    want = {"x": alone(model, prefix + rests["x"], 6), "y": alone(model, prefix + rests["y"], 7),
+            "run": alone(model, [7, 8, 9, 10], 10)}
+    running, produced = SubBatch("base"), {}
+    join(model, running, produced, "run", [7, 8, 9, 10])
+    for _ in range(4):
+        step(model, running, produced)
+    together = SubBatch("base")
+    for name in rests:
+        cache, _ = prefill(model, prefix)
+        together.add(name, cache.contents(), len(prefix), 0)
+    ids = torch.zeros((2, 9), dtype=torch.long)
+    pos, real = torch.zeros_like(ids), torch.zeros_like(ids)
+    for i, rest in enumerate(rests.values()):
+        ids[i, 9 - len(rest):] = torch.tensor(rest)
+        pos[i, 9 - len(rest):] = torch.arange(6, 6 + len(rest))
+        real[i, 9 - len(rest):] = 1
+    out = model(**together.chunk_inputs(ids, pos, real), use_cache=True)
+    for i, (name, rest) in enumerate(rests.items()):
+        layers, mask = together.row_contents(i)
+        assert int(mask.sum()) == len(prefix) + len(rest)
+        assert bool(mask.all()) == (name == "x")  # "y" has a hole of 7 padding columns
+        produced[name] = [out.logits[i, -1]]
+        running.add(name, layers, len(prefix) + len(rest), int(out.logits[i, -1].argmax()), mask)
+    for _ in range(5):
+        step(model, running, produced)
+    running.keep([2])  # "y", holes and all, decodes alone: its mask must still apply
+    assert not bool(running.mask.all())
+    step(model, running, produced)
+    assert [len(produced[n]) for n in ("run", "x", "y")] == [10, 6, 7]
+    assert_as_alone(produced, want)
