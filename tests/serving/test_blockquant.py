@@ -90,6 +90,19 @@ def test_products_match_fp32_for_every_decode_row_count(make, threads, isa) -> N
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("make", [q4_weight, q8_weight], ids=["q4", "q8"])
+def test_long_inputs_taken_in_chunks_match_fp32(make, isa) -> None:
+    """K = 1568 (49 blocks: three chunks of 16 and one block): tiles of 16 rows and more
+    sum their chunks; 8-row tiles and single rows take whole columns."""
+    weight = make(40, 1568, seed=4)
+    layer = block_linear(weight, max_rows=64)
+    for rows in (8, 16, 21, 37):
+        x = torch.randn(rows, 1568, generator=torch.Generator().manual_seed(rows))
+        with torch.inference_mode():
+            got = layer(x)
+        torch.testing.assert_close(got, F.linear(x, weight), rtol=1e-4, atol=1e-4)
+
+
 def test_prefill_sized_inputs_and_autograd_use_the_fp32_weight() -> None:
     weight = q4_weight(64, 96)
     layer = block_linear(weight, max_rows=4)
