@@ -12,12 +12,9 @@ block kernel's helper threads.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
-
-log = logging.getLogger(__name__)
 
 IMPLEMENTATION = "ragtune_cpu_decode"
 _kernel: Any = None  # the loaded extension, set by use_decode_attention

@@ -47,7 +47,6 @@ class KernelUnavailable(RagtuneError):
 
 
 @functools.lru_cache(maxsize=1)
-@functools.cache
 def kernel() -> Any:
     """Build (once per machine; torch caches it under TORCH_EXTENSIONS_DIR) and load the C++
     kernel. Raises KernelUnavailable on a CPU without AVX2/FMA or without a compiler."""

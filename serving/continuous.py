@@ -156,9 +156,7 @@ class ContinuousBatcher:
                 pre.store_prefix = False
             if end == len(ids):
                 self.prefilling.pop(0)
-                if pre.row.job.banned_first:  # the request's banned openings
-                    logits[:, list(pre.row.job.banned_first)] = float("-inf")
-                self._start_decoding(pre, self._choose(logits, [pre.row])[0])
+                self._start_decoding(pre, self._first_tokens(logits, [pre.row])[0])
 
     def _prefill_together(self) -> int:
         """Prefill the rest of several prompts in one forward, the prompt tokens it took.
@@ -185,10 +183,7 @@ class ContinuousBatcher:
         self.prefilling = [p for p in self.prefilling if p not in group]
         self.together += len(group)
         logits, batch = self._run_together(model, group)
-        for i, pre in enumerate(group):
-            if pre.row.job.banned_first:
-                logits[i, list(pre.row.job.banned_first)] = float("-inf")
-        tokens = self._choose(logits, [pre.row for pre in group])
+        tokens = self._first_tokens(logits, [pre.row for pre in group])
         for i, (pre, token) in enumerate(zip(group, tokens, strict=True)):
             layers, mask = batch.row_contents(i)
             pre.row.step(token)
@@ -216,6 +211,13 @@ class ContinuousBatcher:
             pos[i, start:] = torch.arange(pre.done, pre.done + len(rest))
             real[i, start:] = 1
         return self.forward(model, **batch.chunk_inputs(ids, pos, real)), batch
+
+    def _first_tokens(self, logits: torch.Tensor, rows: list[Row]) -> list[int]:
+        """Each row's first generated token: its request's banned openings excluded."""
+        for i, row in enumerate(rows):
+            if row.job.banned_first:
+                logits[i, list(row.job.banned_first)] = float("-inf")
+        return self._choose(logits, rows)
 
     def _run_chunk(self, pre: Prefill, chunk: list[int]) -> torch.Tensor:
         ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
