@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 BLOCK = 32
 SOURCE = Path(__file__).with_name("blockquant.cpp")
+# The extension's sources: the products and the bindings, decode attention, RMSNorm/rotary.
+SOURCES = [SOURCE, SOURCE.with_name("attention.cpp"), SOURCE.with_name("smallops.cpp")]
 
 
 class KernelUnavailable(RagtuneError):
@@ -60,7 +62,7 @@ def kernel() -> Any:
     log.info("loading the block kernel (compiled once per machine on first use, ~40 s)")
     try:
         module = cpp_extension.load(
-            "ragtune_blockquant", [str(SOURCE)],
+            "ragtune_blockquant", [str(path) for path in SOURCES],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c"], verbose=False)
     except (OSError, RuntimeError, ImportError) as err:
         raise KernelUnavailable(f"cannot build the block kernel ({SOURCE.name}): {err}") from err

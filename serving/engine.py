@@ -120,8 +120,12 @@ def _block_kernels(model: Any, config: EngineConfig, device: str) -> None:
         log.warning("%s; serving dense fp32 weights", err)
         return
     if report.packed:
+        from serving.fusedlayers import use_fused_layers  # imports transformers' Llama
+
         decode = use_decode_attention(model, kernel())
-        log.info("%s%s", report, "; decode attention on the kernel" if decode else "")
+        fused = use_fused_layers(model, kernel())
+        log.info("%s%s%s", report, "; decode attention on the kernel" if decode else "",
+                 f"; {fused} layers with fused norms and rotary" if fused else "")
 
 
 def _attach_adapter(model: Any, name: str, path: Path) -> Any:
