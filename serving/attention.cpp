@@ -144,13 +144,7 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
     }
   };
   const int64_t tasks = B * Hk;
-  const int parts = pool && at::get_num_threads() == 1 ? pool->size() : 1;
-  if (parts == 1 || tasks * G * T * D < kParallelMinMacs) {
-    run(0, tasks);
-  } else {
-    const int64_t per = (tasks + parts - 1) / parts;
-    pool->run([&](int i) { run(std::min(tasks, i * per), std::min(tasks, (i + 1) * per)); });
-  }
+  split(tasks, tasks * G * T * D, 1, run);
   return out;
 }
 
