@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     prefill_chunk_tokens: int = Field(256, ge=1)
     prefix_cache_entries: int = Field(8, ge=0)
     repeat_guard_tokens: int = Field(32, ge=0)
+    repeat_ban: bool = True
     weight_kernel: Literal["auto", "dense", "block"] = "auto"
     # UI.
     api_url: str = "http://127.0.0.1:8000"

@@ -16,6 +16,7 @@ from typing import Any
 
 from ragtune.errors import BusyError
 from ragtune.types import GenerationRequest, GenerationResult
+from serving.repeats import RepeatBan
 
 @dataclass(eq=False)
 class Job:
@@ -137,11 +138,13 @@ class JobQueue:
 class Rules:
     """What ends a row besides its own request: the model's EOS ids, the token decoder and the
     repetition guard (`repeat_window` tokens that repeat a unit of at most a quarter of that
-    length; 0 turns it off)."""
+    length; 0 turns it off); and what a row may not write: `ban`, the back-to-back repeat ban
+    of `serving.repeats` (None: off)."""
 
     eos_ids: frozenset[int]
     decode: Callable[[list[int]], str]
     repeat_window: int = 0
+    ban: RepeatBan | None = None
 
 
 def is_looping(tokens: list[int], window: int) -> bool:

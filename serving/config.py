@@ -38,7 +38,9 @@ class EngineConfig:
     its first step. Each step prefills at most `prefill_chunk_tokens` prompt tokens, so a long
     prompt delays running rows by one chunk at a time. `prefix_cache_entries` system-prompt
     KV caches are kept (0: off). `repeat_guard_tokens`: a row whose last N tokens repeat one
-    unit of at most N/4 tokens (a degenerate loop) stops there (0: off). `weight_kernel`:
+    unit of at most N/4 tokens (a degenerate loop) stops there (0: off); `repeat_ban`: a row
+    may not write one copy too many of a unit it has just written back to back (the next best
+    token is taken instead; `serving.repeats`). `weight_kernel`:
     "block" serves Linear weights that lie exactly on a GGUF Q4_1/Q8_0 grid (the embedded
     generator) from their packed form on CPU (`serving.blockquant`), "dense" always uses the
     fp32 weights, "auto" uses block kernels when the model is on that grid and they build here.
@@ -53,6 +55,7 @@ class EngineConfig:
     prefill_chunk_tokens: int = 256
     prefix_cache_entries: int = 8
     repeat_guard_tokens: int = 32
+    repeat_ban: bool = True
     weight_kernel: Literal["auto", "dense", "block"] = "auto"
 
     def __post_init__(self) -> None:
@@ -84,6 +87,7 @@ class EngineConfig:
                       prefill_chunk_tokens=settings.prefill_chunk_tokens,
                       prefix_cache_entries=settings.prefix_cache_entries,
                       repeat_guard_tokens=settings.repeat_guard_tokens,
+                      repeat_ban=settings.repeat_ban,
                       weight_kernel=settings.weight_kernel)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ from serving.kvcache import BufferCache, PrefixCache, SubBatch
 
 log = logging.getLogger(__name__)
 
+MAX_UNBANS = 8  # a ban excludes at most this many tokens a step (one per banned unit length)
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (no inf/nan from dividing by ~0)
 
 Forward = Callable[..., torch.Tensor]  # (model name, **inputs) -> last-position logits [B, V]
@@ -261,11 +262,30 @@ class ContinuousBatcher:
         """The next token of each row: argmax for greedy rows, else temperature + top-p
         sampling with the row's own (seeded) generator."""
         tokens = logits.argmax(dim=-1).tolist()
+        ban = self.rules.ban
         for i, row in enumerate(rows):
             if row.rng is not None:
-                tokens[i] = sample(logits[i], row.job.request.temperature,
-                                   row.job.request.top_p, row.rng)
+                tokens[i] = self._pick(logits[i], row)
+            if ban is not None and ban.bans(row.tokens, tokens[i]):
+                tokens[i] = self._unrepeat(logits[i], row, tokens[i])
         return tokens
+
+    def _pick(self, logits: torch.Tensor, row: Row) -> int:
+        if row.rng is None:
+            return int(logits.argmax())
+        return sample(logits, row.job.request.temperature, row.job.request.top_p, row.rng)
+
+    def _unrepeat(self, logits: torch.Tensor, row: Row, token: int) -> int:
+        """The row's best token that the repeat ban allows (`serving.repeats`): banned tokens
+        are excluded from this row's logits one by one, at most `MAX_UNBANS` times."""
+        ban = self.rules.ban
+        assert ban is not None
+        for _ in range(MAX_UNBANS):
+            logits[token] = float("-inf")
+            token = self._pick(logits, row)
+            if not ban.bans(row.tokens, token):
+                break
+        return token
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float,

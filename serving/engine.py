@@ -38,6 +38,7 @@ from serving.continuous import ContinuousBatcher
 from serving.generation import Engine, GenerationTimeout, check_model
 from serving.kvcache import PrefixCache
 from serving.reasoning import prompt_opens_thinking
+from serving.repeats import RepeatBan
 from ragtune.errors import ConfigError, ModelNotFoundError, RagtuneError
 from ragtune.settings import Settings
 from ragtune.types import GenerationRequest, GenerationResult
@@ -154,7 +155,9 @@ class TransformersGenerator(Engine):
                                self._dropped)
         self._tok_lock = threading.Lock()
         eos_ids = _eos_ids(model, tokenizer)
-        self._rules = Rules(frozenset(eos_ids), self._decode, self.config.repeat_guard_tokens)
+        ban = RepeatBan(self._decode) if self.config.repeat_ban else None
+        self._rules = Rules(frozenset(eos_ids), self._decode, self.config.repeat_guard_tokens,
+                            ban)
         think = set(tokenizer.convert_tokens_to_ids(["<think>", "</think>"])) - {None}
         self._drop_ids = set(tokenizer.all_special_ids) - think
         self._max_positions = getattr(model.config, "max_position_embeddings", None)

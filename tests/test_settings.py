@@ -33,9 +33,11 @@ def test_engine_settings_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RAGTUNE_PREFILL_CHUNK_TOKENS", "64")
     monkeypatch.setenv("RAGTUNE_REPEAT_GUARD_TOKENS", "0")
     monkeypatch.setenv("RAGTUNE_DTYPE", "bfloat16")
+    assert EngineConfig.from_settings(load_settings(workspace=tmp_path)).repeat_ban
+    monkeypatch.setenv("RAGTUNE_REPEAT_BAN", "false")
     config = EngineConfig.from_settings(load_settings(workspace=tmp_path))
-    assert (config.prefill_chunk_tokens, config.repeat_guard_tokens, config.dtype) == (
-        64, 0, "bfloat16")
+    assert (config.prefill_chunk_tokens, config.repeat_guard_tokens, config.dtype,
+            config.repeat_ban) == (64, 0, "bfloat16", False)
     monkeypatch.setenv("RAGTUNE_PREFIX_CACHE_ENTRIES", "-1")
     with pytest.raises(ValidationError, match="prefix_cache_entries"):
         load_settings(workspace=tmp_path)

@@ -131,7 +131,8 @@ def test_disconnected_clients_stop_their_generation(served) -> None:
 
 def test_timeouts_are_a_json_504(tmp_path, tiny_llama_dir) -> None:
     engine = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(
-        request_timeout_s=0.2, repeat_guard_tokens=0))  # the tiny base model loops on "\n"
+        request_timeout_s=0.2,
+        repeat_guard_tokens=0, repeat_ban=False))  # the tiny base model loops on "\n"
     app = create_app(settings_for(tmp_path), generator=engine,
                      api_config=ApiConfig(request_timeout_s=0.2))
     with serving(app) as url:
@@ -147,7 +148,8 @@ def test_64_concurrent_requests_none_lost_outputs_exact(adapter_workspace, tiny_
     get 200 and exactly what plain transformers/peft generates for each alone."""
     settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
     engine = TransformersGenerator.from_settings(settings, EngineConfig(
-        max_batch_size=16, max_queue=64, prefill_chunk_tokens=16, repeat_guard_tokens=0))
+        max_batch_size=16, max_queue=64, prefill_chunk_tokens=16,
+        repeat_guard_tokens=0, repeat_ban=False))
     models = engine.models()
     expected, bare_close = {}, set()
     for model in models:

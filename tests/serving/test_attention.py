@@ -95,7 +95,7 @@ def test_prefill_gradients_and_float_masks_go_to_sdpa(monkeypatch) -> None:
 def test_the_engine_with_block_kernels_decodes_on_it(grid_model) -> None:
     base, adapter = grid_model
     gen = TransformersGenerator.load(str(base), {"tuned": adapter}, EngineConfig(
-        max_batch_size=4, repeat_guard_tokens=0, weight_kernel="block"))
+        max_batch_size=4, repeat_guard_tokens=0, repeat_ban=False, weight_kernel="block"))
     try:
         assert gen.model.config._attn_implementation == attention.IMPLEMENTATION
         requests = [GenerationRequest([{"role": "user", "content": p}], model, 12)

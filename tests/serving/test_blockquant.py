@@ -155,7 +155,8 @@ def test_the_engine_on_block_kernels_answers_what_dense_transformers_does(grid_m
                                                                          model) -> None:
     base, adapter = grid_model
     gen = TransformersGenerator.load(str(base), {"tuned": adapter}, EngineConfig(
-        max_batch_size=4, prefill_chunk_tokens=8, repeat_guard_tokens=0, weight_kernel="block"))
+        max_batch_size=4, prefill_chunk_tokens=8,
+        repeat_guard_tokens=0, repeat_ban=False, weight_kernel="block"))
     try:
         assert any(isinstance(m, BlockLinear) for m in gen.model.modules())
         prompts = ["What is the capital?", "hi", "Tell me about the reactor safety policy."]

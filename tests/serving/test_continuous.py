@@ -35,7 +35,7 @@ def engine(adapter_workspace, tiny_llama_dir):
     guard, so outputs compare token for token with plain `generate`."""
     settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
     gen = TransformersGenerator.from_settings(settings, EngineConfig(
-        max_batch_size=8, prefill_chunk_tokens=8, repeat_guard_tokens=0))
+        max_batch_size=8, prefill_chunk_tokens=8, repeat_guard_tokens=0, repeat_ban=False))
     yield gen
     gen.close()
 
@@ -85,7 +85,8 @@ def test_shared_prefix_cache_hits_change_nothing(adapter_workspace, tiny_llama_d
     outputs = {}
     for entries in (8, 0):
         gen = TransformersGenerator.from_settings(settings, EngineConfig(
-            prefix_cache_entries=entries, prefill_chunk_tokens=16, repeat_guard_tokens=0))
+            prefix_cache_entries=entries, prefill_chunk_tokens=16,
+            repeat_guard_tokens=0, repeat_ban=False))
         try:
             outputs[entries] = [gen.complete(r).text for r in requests]  # one by one: hits
             outputs[entries, "batched"] = [r.text for r in gen.generate(requests)]
@@ -103,7 +104,7 @@ def test_a_burst_of_prompts_is_prefilled_together(adapter_workspace, tiny_llama_
     unbatched `generate` gives, and the running row is undisturbed."""
     settings = settings_for(adapter_workspace, generator=str(tiny_llama_dir))
     gen = TransformersGenerator.from_settings(settings, EngineConfig(
-        max_batch_size=16, prefill_chunk_tokens=256, repeat_guard_tokens=0))
+        max_batch_size=16, prefill_chunk_tokens=256, repeat_guard_tokens=0, repeat_ban=False))
     try:
         for model in ("base", "alpha"):  # the system prompt's KV cached per model
             gen.complete(req("hi", model, n=2, system=SYSTEM))
@@ -139,7 +140,8 @@ def test_the_templates_own_opening_is_a_shared_prefix_too(adapter_workspace,
     outputs, hits = {}, {}
     for entries in (8, 0):
         gen = TransformersGenerator.from_settings(settings, EngineConfig(
-            prefix_cache_entries=entries, prefill_chunk_tokens=16, repeat_guard_tokens=0))
+            prefix_cache_entries=entries, prefill_chunk_tokens=16,
+            repeat_guard_tokens=0, repeat_ban=False))
         gen.tokenizer.chat_template = DEFAULT_SYSTEM_TEMPLATE
         try:
             outputs[entries] = [gen.complete(r).text for r in requests]
@@ -193,7 +195,7 @@ def test_adapter_discovery_never_blocks_and_loads_once(tmp_path, tiny_llama_dir)
 
 def test_cancelled_jobs_leave_the_queue_at_once(tiny_llama_dir) -> None:
     gen = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(
-        max_batch_size=1, max_queue=2, repeat_guard_tokens=0))
+        max_batch_size=1, max_queue=2, repeat_guard_tokens=0, repeat_ban=False))
     try:
         busy = gen.submit(req("hi", n=450), stream=True)
         assert isinstance(busy.deltas.get(timeout=60), str)  # the only slot is taken

@@ -129,7 +129,8 @@ def test_cancel_stops_a_generation(engine) -> None:
 
 def test_full_queue_is_busy_and_timeouts_raise(tiny_llama_dir) -> None:
     gen = TransformersGenerator.load(str(tiny_llama_dir), config=EngineConfig(  # no loop guard:
-        max_batch_size=1, max_queue=2, request_timeout_s=0.2, repeat_guard_tokens=0))  # it loops
+        max_batch_size=1, max_queue=2, request_timeout_s=0.2,
+        repeat_guard_tokens=0, repeat_ban=False))  # it loops
     try:
         with pytest.raises(BusyError) as busy:
             gen.generate([req(p, n=200) for p in PROMPTS * 3])

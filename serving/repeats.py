@@ -1,0 +1,73 @@
+"""The decode-time repetition ban: a row may not write the next copy of a unit it has just
+written back to back.
+
+A small model that loses its way loops: `1. 1.1.1.1.1…` in Chinese, `[4] [4] [4] …`, the same
+sentence again. The stop guard (`batching.is_looping`) ends such a row after 32 tokens of loop,
+but the text is then a loop, and all the grounding check can do is quote over it. This ban acts
+one token earlier: when the chosen token would complete one copy too many of a unit the row
+has just written back to back, that token is excluded and the next best is taken (the same
+logits, greedy or sampled), so the model has to write something else.
+
+Why not transformers' `no_repeat_ngram_size`: it bans *any* earlier n-gram, and a RAFT answer
+repeats its own words on purpose (`27 days [1]` then `[1]: "… receive 27 days of annual
+leave …"`); with n small enough to stop a short loop it breaks the quote the grounding check
+reads. Only back-to-back copies are banned here, and how many are allowed depends on the
+unit's length: a single token may repeat up to `SINGLE_COPIES` times (`1000000`, `哈哈哈`), a
+unit of 2-7 tokens `SHORT_COPIES` times, a unit of 8 or more (a phrase or sentence) only once.
+A unit of punctuation and spaces only (`...`, `|---|---|`) is never banned.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SINGLE_COPIES = 8  # a one-token unit: digits of a large number, laughter, a row of ideographs
+SHORT_COPIES = 3  # 2-7 tokens: "1.1.1." is allowed, the fourth "1." is not
+LONG_UNIT = 8  # units this long or longer (phrases, sentences) may not repeat at all
+MAX_UNIT = 32
+_WORD = re.compile(r"\w")
+
+
+def allowed_copies(unit: int) -> int:
+    """How many back-to-back copies of a unit of `unit` tokens a row may write."""
+    if unit == 1:
+        return SINGLE_COPIES
+    return SHORT_COPIES if unit < LONG_UNIT else 1
+
+
+@dataclass(frozen=True)
+class RepeatBan:
+    """Decides whether a token would extend a back-to-back repeat too far.
+
+    `decode` turns token ids into text, to tell a unit holding a word from punctuation; it is
+    called only for a tail that does repeat (a byte-level tokenizer's single token may be half
+    a character, so the unit is decoded whole)."""
+
+    decode: Callable[[list[int]], str]
+    max_unit: int = MAX_UNIT
+
+    def bans(self, tokens: list[int], token: int) -> bool:
+        """True when `tokens + [token]` ends in more back-to-back copies of one unit of
+        1..max_unit tokens than `allowed_copies` permits, the unit holding a word."""
+        n = len(tokens)
+        for unit in range(1, min(self.max_unit, n) + 1):
+            if tokens[-unit] != token:  # the unit's next copy would start over with `token`
+                continue
+            span = unit * (allowed_copies(unit) + 1)
+            if span > n + 1:
+                continue
+            tail = tokens[n + 1 - span:] + [token]
+            copy = tail[-unit:]
+            if tail[:-unit] == tail[unit:] and not _is_repeat(copy) \
+                    and _WORD.search(self.decode(copy)):
+                return True
+        return False
+
+
+def _is_repeat(unit: list[int]) -> bool:
+    """True when `unit` is itself copies of a shorter unit (`XX` is `X` twice): such a run is
+    judged by the shorter unit's allowance."""
+    n = len(unit)
+    return any(n % d == 0 and unit == unit[d:] + unit[:d] for d in range(1, n // 2 + 1))
