@@ -27,6 +27,7 @@ SINGLE_COPIES = 8  # a one-token unit: digits of a large number, laughter, a row
 SHORT_COPIES = 3  # 2-7 tokens: "1.1.1." is allowed, the fourth "1." is not
 LONG_UNIT = 8  # units this long or longer (phrases, sentences) may not repeat at all
 MAX_UNIT = 32
+NGRAM, NGRAM_COPIES, WINDOW = 4, 2, 64  # near loops: a 4-gram a third time in 64 tokens
 _WORD = re.compile(r"\w")
 
 
@@ -39,7 +40,13 @@ def allowed_copies(unit: int) -> int:
 
 @dataclass(frozen=True)
 class RepeatBan:
-    """Decides whether a token would extend a back-to-back repeat too far.
+    """Decides whether a token would extend a repeat too far.
+
+    Two rules: back-to-back copies of a unit (`allowed_copies`), and a near loop, the same
+    `ngram` tokens a `ngram_copies + 1`-th time within the row's last `window` tokens (a list
+    whose counter changes, `1. 1.1.1.1 ⏎ 2. 2.1.1.1 ⏎ …`, or a line that comes back with one
+    word changed: never back to back, yet a loop). A RAFT answer says its value twice (answer,
+    then quote), so two copies are allowed; 0 turns the second rule off.
 
     `decode` turns token ids into text, to tell a unit holding a word from punctuation; it is
     called only for a tail that does repeat (a byte-level tokenizer's single token may be half
@@ -47,10 +54,17 @@ class RepeatBan:
 
     decode: Callable[[list[int]], str]
     max_unit: int = MAX_UNIT
+    ngram: int = NGRAM
+    ngram_copies: int = NGRAM_COPIES
+    window: int = WINDOW
 
     def bans(self, tokens: list[int], token: int) -> bool:
-        """True when `tokens + [token]` ends in more back-to-back copies of one unit of
-        1..max_unit tokens than `allowed_copies` permits, the unit holding a word."""
+        """True when `tokens + [token]` breaks either rule."""
+        return self._back_to_back(tokens, token) or self._near_loop(tokens, token)
+
+    def _back_to_back(self, tokens: list[int], token: int) -> bool:
+        """More back-to-back copies of one unit of 1..max_unit tokens than `allowed_copies`
+        permits, the unit holding a word."""
         n = len(tokens)
         for unit in range(1, min(self.max_unit, n) + 1):
             if tokens[-unit] != token:  # the unit's next copy would start over with `token`
@@ -64,6 +78,23 @@ class RepeatBan:
                     and _WORD.search(self.decode(copy)):
                 return True
         return False
+
+    def _near_loop(self, tokens: list[int], token: int) -> bool:
+        """The n-gram `tokens[-ngram+1:] + [token]` already `ngram_copies` times (without
+        overlap) in the last `window` tokens, holding a word."""
+        k = self.ngram - 1
+        if self.ngram_copies <= 0 or len(tokens) < k + self.ngram_copies * self.ngram - k:
+            return False
+        gram = [*tokens[len(tokens) - k:], token]
+        recent = tokens[-self.window:]
+        seen, i, end = 0, 0, len(recent) - k
+        while i < end:  # copies that do not overlap (`0000000` holds one `0000` and a half)
+            if recent[i] == gram[0] and recent[i:i + self.ngram] == gram:
+                seen += 1
+                i += self.ngram
+            else:
+                i += 1
+        return seen >= self.ngram_copies and bool(_WORD.search(self.decode(gram)))
 
 
 def _is_repeat(unit: list[int]) -> bool:

@@ -36,6 +36,8 @@ def first_ban(ban: RepeatBan, ids: list[int]) -> int | None:
     "员工每年享有十五天带薪年假。哈哈哈。",
     "| a | b |\n|---|---|---|---|---|\nWait......... then ---- and ====",
     "Version 1.1.1 of policy 7 [1] [2] [3] [4].",
+    "The capital is Lumen City [1].\n[1]: \"Question: what is the capital? Answer: the capital "
+    "is Lumen City.\" Aster Labs operates the Northwind reactor.",
 ])
 def test_prose_numbers_and_punctuation_runs_are_never_banned(ban, tokenizer, text) -> None:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -44,12 +46,29 @@ def test_prose_numbers_and_punctuation_runs_are_never_banned(ban, tokenizer, tex
 
 @pytest.mark.parametrize("unit_text", [" [4]", "1.", " capital", "年假",
                                        " the capital is Lumen City.", "员工每年享有十五天带薪年假。"])
-def test_a_loop_is_cut_at_the_copy_too_many(ban, tokenizer, unit_text) -> None:
+def test_a_loop_is_cut_at_the_copy_too_many(tokenizer, unit_text) -> None:
+    ban = RepeatBan(lambda ids: tokenizer.decode(ids), ngram_copies=0)  # back to back only
     unit = tokenizer(unit_text, add_special_tokens=False)["input_ids"]
     copies = allowed_copies(len(unit))
     assert copies == (SINGLE_COPIES if len(unit) == 1 else SHORT_COPIES if len(unit) < 8 else 1)
     # The last token of copy `copies + 1` is the first one refused.
     assert first_ban(ban, unit * 12) == len(unit) * (copies + 1) - 1
+
+
+@pytest.mark.parametrize("lines", [
+    ["1. 1.1.1.1\n", "2. 2.1.1.1\n", "3. 3.1.1.1\n", "4. 4.1.1.1\n", "5. 5.1.1.1"],
+    ["The answer is: 8.1.3.\n\n", "The answer is: 8.1.3.\n", "The answer is: 8.1.3.\n"],
+])
+def test_a_near_loop_is_cut_at_a_third_copy(ban, tokenizer, lines) -> None:
+    """Lines that come back with a counter or nothing changed: the third copy of a 4-gram
+    within 64 tokens is refused, after the first line and before the third ends."""
+    ids = tokenizer("".join(lines), add_special_tokens=False)["input_ids"]
+    at = first_ban(ban, ids)
+    assert at is not None
+    assert len(lines[0]) < len(tokenizer.decode(ids[:at])) < len("".join(lines[:3]))
+    far = ids[:12] + tokenizer(" fox" * 30, add_special_tokens=False)["input_ids"]
+    spread = RepeatBan(ban.decode, window=len(far) - 2)  # the first copies left the window
+    assert not spread._near_loop(far + ids[:11], ids[11])
 
 
 def test_a_unit_of_punctuation_only_may_repeat(ban, tokenizer) -> None:
