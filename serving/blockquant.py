@@ -8,7 +8,9 @@ This module finds, per Linear layer, whether its fp32 weight still lies *exactly
 those grids (recovered from the weight itself, verified bit for bit, so no GGUF parsing and
 no approximation: a layer that does not reconstruct exactly stays dense), and if so gives it
 a packed copy served by a small AVX2/FMA kernel with an AVX-512 path chosen at run time
-(`blockquant.cpp`, compiled once on first use with torch's extension builder) for forwards of
+(`blockquant.cpp`, with `attention.cpp` and `smallops.cpp` for decode attention, RMSNorm and
+rotary, sharing `kernels.h`; one extension compiled once on first use with torch's extension
+builder) for forwards of
 up to `max_rows` token rows (the engine: decode steps and prefill chunks of up to 64 rows).
 Longer inputs and anything with gradients keep the fp32 weight and `F.linear`.
 
@@ -22,6 +24,7 @@ summation order (~1e-6).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
@@ -42,6 +45,7 @@ BLOCK = 32
 SOURCE = Path(__file__).with_name("blockquant.cpp")
 # The extension's sources: the products and the bindings, decode attention, RMSNorm/rotary.
 SOURCES = [SOURCE, SOURCE.with_name("attention.cpp"), SOURCE.with_name("smallops.cpp")]
+HEADERS = [SOURCE.with_name("kernels.h")]  # included by every source
 
 
 class KernelUnavailable(RagtuneError):
@@ -63,11 +67,19 @@ def kernel() -> Any:
     try:
         module = cpp_extension.load(
             "ragtune_blockquant", [str(path) for path in SOURCES],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c"], verbose=False)
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c", _headers_flag()], verbose=False)
     except (OSError, RuntimeError, ImportError) as err:
         raise KernelUnavailable(f"cannot build the block kernel ({SOURCE.name}): {err}") from err
     log.info("block-quantized kernel ready in %.1f s", time.monotonic() - started)
     return module
+
+
+def _headers_flag() -> str:
+    """A define holding the headers' digest. torch's extension versioner hashes the sources and
+    the build flags, not the headers they include, so without it an edit of kernels.h alone
+    would load the extension built before the edit."""
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in HEADERS)).hexdigest()
+    return f"-DRAGTUNE_HEADERS_SHA256={digest[:16]}"
 
 
 def _has_avx2_fma() -> bool:

@@ -182,3 +182,16 @@ def test_a_model_off_the_grid_is_left_as_it_is() -> None:
     assert report.packed == {} and report.dense == 15 and report.packed_bytes == 0
     assert not any(isinstance(m, BlockLinear) for m in model.modules())
     assert StepThreads(model).rows == 0
+
+
+def test_an_edit_of_the_header_alone_changes_the_build_flags(tmp_path, monkeypatch) -> None:
+    """torch's versioner hashes sources and flags only: the header digest is in the flags."""
+    import serving.blockquant as bq
+
+    header = tmp_path / "kernels.h"
+    header.write_text(bq.HEADERS[0].read_text())
+    monkeypatch.setattr(bq, "HEADERS", [header])
+    before = bq._headers_flag()
+    assert before == bq._headers_flag() and before.startswith("-DRAGTUNE_HEADERS_SHA256=")
+    header.write_text(header.read_text() + "\n// an edit\n")
+    assert bq._headers_flag() != before
