@@ -256,6 +256,7 @@ async def poisson(url: str, kind: str, n: int, rate: float, max_new_tokens: int,
     for _ in range(n - 1):
         starts.append(starts[-1] + rng.expovariate(rate))
     latencies, ttfts, tokens = [], [], 0
+    spans: list[tuple[float, float, int]] = []  # (start, end, tokens) per request
 
     async def one(i: int, http: httpx.AsyncClient) -> None:
         nonlocal tokens
@@ -269,13 +270,25 @@ async def poisson(url: str, kind: str, n: int, rate: float, max_new_tokens: int,
         latencies.append(time.perf_counter() - t0)
         ttfts.append(ttft)
         tokens += count(text)
+        spans.append((t0, time.perf_counter(), count(text)))
 
     async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=n + 4)) as http:
         started = time.perf_counter()
         await asyncio.gather(*(one(i, http) for i in range(n)))
         wall = time.perf_counter() - started
+    per_token = [(end - t0) / max(1, k) for t0, end, k in spans]
     return summary(latencies, tokens, wall, ttft50=statistics.median(ttfts),
-                   ttft95=percentile(ttfts, 0.95))
+                   ttft95=percentile(ttfts, 0.95), norm50=statistics.median(per_token),
+                   norm95=percentile(per_token, 0.95), overlap=overlaps(spans))
+
+
+def overlaps(spans: list[tuple[float, float, int]]) -> str:
+    """The slowest requests: latency, tokens, and how many others were in flight with them
+    (what explains a p95 far above the p50: company, or a longer answer)."""
+    worst = sorted(spans, key=lambda s: s[1] - s[0], reverse=True)[:3]
+    return ", ".join(
+        f"{end - t0:.2f} s/{k} tok with {sum(1 for a, b, _ in spans if a < end and b > t0) - 1}"
+        for t0, end, k in worst)
 
 
 def per_client(level: int, args: argparse.Namespace) -> int:
@@ -285,6 +298,9 @@ def per_client(level: int, args: argparse.Namespace) -> int:
 
 def report(kind: str, label: str, r: dict) -> None:
     ttft = f"  TTFT p50 {r['ttft50']:5.2f} s p95 {r['ttft95']:5.2f} s" if "ttft50" in r else ""
+    if "norm50" in r:
+        ttft += (f"  s/token p50 {r['norm50']:.3f} p95 {r['norm95']:.3f}; slowest: "
+                 f"{r['overlap']}")
     print(f"  {kind:7} {label:>14}: {r['tok_s']:6.1f} tok/s  p50 {r['p50']:6.2f} s"
           f"  p95 {r['p95']:6.2f} s{ttft}  ({r['tokens']:.0f} tokens in {r['wall']:.1f} s)",
           flush=True)
@@ -369,7 +385,8 @@ def table(args: argparse.Namespace, measured: dict) -> None:
     print(f"\nthroughput at {top} clients: {ours[top]['tok_s'] / plain[top]['tok_s']:.2f}x the "
           f"plain recipe (goal >= 10x); at {one} client: "
           f"{ours[one]['tok_s'] / plain[one]['tok_s']:.2f}x (goal >= 3x); Poisson "
-          f"({measured['rate']:.2f} req/s) p95/p50: {poi['p95'] / poi['p50']:.2f} (goal <= 1.5)")
+          f"({measured['rate']:.2f} req/s) p95/p50: {poi['p95'] / poi['p50']:.2f} (goal <= 1.5; "
+          f"per output token {poi['norm95'] / poi['norm50']:.2f})")
 
 
 def main() -> int:
