@@ -83,13 +83,17 @@ class RepeatBan:
         """The n-gram `tokens[-ngram+1:] + [token]` already `ngram_copies` times (without
         overlap) in the last `window` tokens, holding a word."""
         k = self.ngram - 1
-        if self.ngram_copies <= 0 or len(tokens) < k + self.ngram_copies * self.ngram - k:
+        if self.ngram_copies <= 0 or len(tokens) < self.ngram_copies * self.ngram:
             return False
         gram = [*tokens[len(tokens) - k:], token]
         recent = tokens[-self.window:]
         seen, i, end = 0, 0, len(recent) - k
         while i < end:  # copies that do not overlap (`0000000` holds one `0000` and a half)
-            if recent[i] == gram[0] and recent[i:i + self.ngram] == gram:
+            try:
+                i = recent.index(gram[0], i, end)  # the next candidate start, at C speed
+            except ValueError:
+                break
+            if recent[i:i + self.ngram] == gram:
                 seen += 1
                 i += self.ngram
             else:
