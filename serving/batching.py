@@ -138,8 +138,8 @@ class JobQueue:
 class Rules:
     """What ends a row besides its own request: the model's EOS ids, the token decoder and the
     repetition guard (`repeat_window` tokens that repeat a unit of at most a quarter of that
-    length; 0 turns it off); and what a row may not write: `ban`, the back-to-back repeat ban
-    of `serving.repeats` (None: off)."""
+    length; 0 turns it off); and what a row may not write: `ban`, the repeat ban of
+    `serving.repeats` (back-to-back copies and near loops; None: off)."""
 
     eos_ids: frozenset[int]
     decode: Callable[[list[int]], str]

@@ -39,8 +39,8 @@ class EngineConfig:
     prompt delays running rows by one chunk at a time. `prefix_cache_entries` system-prompt
     KV caches are kept (0: off). `repeat_guard_tokens`: a row whose last N tokens repeat one
     unit of at most N/4 tokens (a degenerate loop) stops there (0: off); `repeat_ban`: a row
-    may not write one copy too many of a unit it has just written back to back (the next best
-    token is taken instead; `serving.repeats`). `weight_kernel`:
+    may not write one copy too many of what it has just repeated, back to back or as a near
+    loop (the next best token is taken instead; `serving.repeats`). `weight_kernel`:
     "block" serves Linear weights that lie exactly on a GGUF Q4_1/Q8_0 grid (the embedded
     generator) from their packed form on CPU (`serving.blockquant`), "dense" always uses the
     fp32 weights, "auto" uses block kernels when the model is on that grid and they build here.

@@ -14,6 +14,7 @@ Each iteration of `ContinuousBatcher.run` does three things:
 3. **decode**: one forward per model/adapter (`SubBatch`: rows of one adapter share one
    left-padded KV cache, so adapters never mix inside a forward), one token per row; each row
    checks its own EOS, stop strings, token limit, repetition guard, cancel flag and deadline
+   (the repeat ban, `serving.repeats`, has already refused the token that would loop)
    and leaves the batch as soon as it finishes (its cache rows are dropped at once).
 
 Why not transformers' own `ContinuousBatchingManager` (`generate_batch`, paged attention):
@@ -22,7 +23,8 @@ it runs one `GenerationConfig` for every request, has no per-request LoRA adapte
 adapters could not be attached while it runs. The model itself, its attention
 implementations (sdpa, flash on CUDA) and the cache interface are transformers'; only the
 scheduling and the cache buffers (`serving.kvcache`) are ours. Greedy rows use `argmax` of
-the same logits `generate` sees, so a batched row gives what an unbatched `generate` gives.
+the same logits `generate` sees, so a batched row gives what an unbatched `generate` gives
+(with the repeat ban as a logits processor when the ban is on: tests/serving/test_repeats.py).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from serving.kvcache import BufferCache, PrefixCache, SubBatch
 
 log = logging.getLogger(__name__)
 
-MAX_UNBANS = 8  # a ban excludes at most this many tokens a step (one per banned unit length)
+MAX_UNBANS = 8  # the repeat ban excludes at most this many tokens of one row in one step
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (no inf/nan from dividing by ~0)
 
 Forward = Callable[..., torch.Tensor]  # (model name, **inputs) -> last-position logits [B, V]
@@ -260,7 +262,7 @@ class ContinuousBatcher:
 
     def _choose(self, logits: torch.Tensor, rows: list[Row]) -> list[int]:
         """The next token of each row: argmax for greedy rows, else temperature + top-p
-        sampling with the row's own (seeded) generator."""
+        sampling with the row's own (seeded) generator; then the repeat ban, if on."""
         tokens = logits.argmax(dim=-1).tolist()
         ban = self.rules.ban
         for i, row in enumerate(rows):
