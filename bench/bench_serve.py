@@ -267,10 +267,11 @@ async def poisson(url: str, kind: str, n: int, rate: float, max_new_tokens: int,
             ttft = time.perf_counter() - t0
         else:
             text, ttft = await ask_streamed(http, url, i, max_new_tokens)
-        latencies.append(time.perf_counter() - t0)
+        end, k = time.perf_counter(), count(text)  # one tokenization per answer
+        latencies.append(end - t0)
         ttfts.append(ttft)
-        tokens += count(text)
-        spans.append((t0, time.perf_counter(), count(text)))
+        tokens += k
+        spans.append((t0, end, k))
 
     async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=n + 4)) as http:
         started = time.perf_counter()

@@ -10,8 +10,8 @@ no approximation: a layer that does not reconstruct exactly stays dense), and if
 a packed copy served by a small AVX2/FMA kernel with an AVX-512 path chosen at run time
 (`blockquant.cpp`, with `attention.cpp` and `smallops.cpp` for decode attention, RMSNorm and
 rotary, sharing `kernels.h`; one extension compiled once on first use with torch's extension
-builder) for forwards of
-up to `max_rows` token rows (the engine: decode steps and prefill chunks of up to 64 rows).
+builder) for forwards of up to `max_rows` token rows (the engine: decode steps and prefill
+chunks of up to 64 rows).
 Longer inputs and anything with gradients keep the fp32 weight and `F.linear`.
 
 Why our own kernel: torch's CPU int4/int8 weight-only kernels (`_weight_int4pack_mm_for_cpu`,

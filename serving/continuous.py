@@ -38,6 +38,7 @@ import torch
 
 from serving.batching import Job, JobQueue, Row, Rules
 from serving.kvcache import BufferCache, PrefixCache, SubBatch
+from serving.repeats import RepeatBan
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class ContinuousBatcher:
             if row.rng is not None:
                 tokens[i] = self._pick(logits[i], row)
             if ban is not None and ban.bans(row.tokens, tokens[i]):
-                tokens[i] = self._unrepeat(logits[i], row, tokens[i])
+                tokens[i] = self._unrepeat(ban, logits[i], row, tokens[i])
         return tokens
 
     def _pick(self, logits: torch.Tensor, row: Row) -> int:
@@ -277,11 +278,9 @@ class ContinuousBatcher:
             return int(logits.argmax())
         return sample(logits, row.job.request.temperature, row.job.request.top_p, row.rng)
 
-    def _unrepeat(self, logits: torch.Tensor, row: Row, token: int) -> int:
+    def _unrepeat(self, ban: RepeatBan, logits: torch.Tensor, row: Row, token: int) -> int:
         """The row's best token that the repeat ban allows (`serving.repeats`): banned tokens
         are excluded from this row's logits one by one, at most `MAX_UNBANS` times."""
-        ban = self.rules.ban
-        assert ban is not None
         for _ in range(MAX_UNBANS):
             logits[token] = float("-inf")
             token = self._pick(logits, row)
