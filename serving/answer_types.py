@@ -75,7 +75,8 @@ _EN_NUMBER = re.compile(
     r"(?:year|date|version|release)\b|\b(?:up to|below|above|over|under) (?:what|which|how)\b|"
     r"\b(?:minimum|maximum|longest|shortest|largest|smallest|highest|lowest|fastest)\b", re.I)
 _EN_CODE = re.compile(r"\b(?:password|passcode|pin|serial|code|prefix|part number|model number|"
-                      r"phone|telephone|extension|e-?mail|address|url|ip|id)\b", re.I)
+                      r"phone|telephone|extension|e-?mail|address|url|ip|id|web ?site|"
+                      r"web ?page|home ?page)\b", re.I)
 _EN_PERSON = re.compile(r"^\s*(?:who|whom)\b|\bwhich (?:\w+ )?(?:team|person|people|employee|engineer|"
                         r"manager|supplier|manufacturer|company|customer|department)\b", re.I)
 _ZH_MONEY = re.compile(r"多少钱|多少錢|费用|費用|价格|價格|价钱|價錢|租金|补贴|補貼|奖金|獎金|工资多少|"
@@ -83,7 +84,8 @@ _ZH_MONEY = re.compile(r"多少钱|多少錢|费用|費用|价格|價格|价钱|
 _ZH_WEIGHT = re.compile(r"多重|重量|多沉")
 _ZH_NUMBER = re.compile(r"多少|多长|多長|多久|多快|多大|多远|多遠|多高|多深|多宽|多寬|几|幾|哪年|"
                         r"哪一年|哪天|哪一天|何时|何時|什么时候|什麼時候|最高|最低|最多|至少|最少|最长|最長")
-_ZH_CODE = re.compile(r"编号|編號|号码|號碼|密码|密碼|代码|代碼|型号|型號|电话|電話|网址|網址|邮箱|郵箱")
+_ZH_CODE = re.compile(r"编号|編號|号码|號碼|密码|密碼|代码|代碼|型号|型號|电话|電話|网址|網址|邮箱|郵箱|"
+                      r"网站|網站|网页|網頁|主页|主頁")
 _ZH_PERSON = re.compile(r"谁|誰|哪位")
 
 _DIGITS = re.compile(r"\d+(?:[.,:：]\d+)*")
@@ -101,7 +103,12 @@ _EN_NUMBER_WORDS = re.compile(
     r"yearly|annually|quarterly|hourly|midnight|noon|(?:a|an|every|each)\s+(?:second|minute|"
     r"hour|day|working day|week|fortnight|month|quarter|year))\b", re.I)
 _ZH_NUMERALS = re.compile(r"[零〇一二两兩三四五六七八九十百千万萬半]|每天|每日|每周|每週|每月|每年|每季")
-_CODE_VALUE = re.compile(r"\b[A-Z]{2,}[-\d]*\b|\b\w*\d\w*\b|[\w.+-]+@[\w-]+\.\w+|https?://\S+")
+# Codes, numbers, e-mail addresses, URLs and domain names: a question about a website is
+# answered by its address (linux-on-laptops.com), not by a sentence that calls it "a
+# tremendous resource".
+_CODE_VALUE = re.compile(r"\b[A-Z]{2,}[-\d]*\b|\b\w*\d\w*\b|[\w.+-]+@[\w-]+\.\w+|https?://\S+|"
+                         r"(?i:\b(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|int|"
+                         r"info|io|dev|de|uk|fr|eu|cn|tw|jp)\b)")
 _NAME = re.compile(r"(?<![.!?:]\s)(?<!^)\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*")
 
 

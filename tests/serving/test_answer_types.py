@@ -26,6 +26,8 @@ TW40 = [(1, "Product: Tidewell TW-40 vented pressure water level logger. The TW-
     ("青岚工厂食堂的早餐几点开始供应？", at.TIME),
     ("门禁卡遗失后补发要付多少钱？", at.MONEY),
     ("试用期有多长？", at.NUMBER),
+    ("Is there a website where I can check whether my laptop works with Linux?", at.CODE),
+    ("哪个网站发布 Debian 的安全公告？", at.CODE),
     ("What is the final firmware version released for the Fennick FX-7 probe?", at.VERSION),
     ("这本 Debian 参考手册是第几版？", at.VERSION),
     ("Which file holds just the version number of my Debian release?", None),
@@ -151,3 +153,21 @@ def test_a_version_is_a_number_standing_alone_not_the_digits_of_a_code():
     question = "What is the final firmware version released for the Fennick FX-7 probe?"
     assert at.has_value(at.VERSION, "The last release was 5.6.3.", question)
     assert not at.has_value(at.VERSION, "See the service bulletin SB-FX7-09.", question)
+
+
+def test_a_website_question_is_answered_by_an_address_not_by_praise_of_it():
+    # The Debian FAQ, a tuned adapter's answer (2026-12-03, learning rate 1e-3): a verbatim copy
+    # of the sentence after the address passed the check, unmarked and wrong.
+    question = "Is there a website where I can check whether my laptop works with Linux?"
+    passages = [(1, "For laptops, https://www.linux-on-laptops.com/ is a very good website to see "
+                    "if someone else is able to get it to work under Linux. The website is not "
+                    "specific to Debian, but is nevertheless a tremendous resource.",
+                 "Chapter 4 > 4.3. Will Debian run on my laptop?")]
+    praise = "The website is not specific to Debian, but is nevertheless a tremendous resource."
+    verdict = check(question, praise, passages)
+    assert not verdict.supported and "code" in verdict.reason
+    assert check(question, "Yes, https://www.linux-on-laptops.com/ [1]", passages).supported
+    n, sentence, _ = extract(question, passages)
+    assert n == 1 and "linux-on-laptops.com" in sentence
+    assert at.has_value(at.CODE, "See linux-on-laptops.com or www.debian.org.", question)
+    assert not at.has_value(at.CODE, "Use the website.", question)
