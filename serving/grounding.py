@@ -19,7 +19,10 @@ offline, and a check that runs on every answer must cost ≪ the generation:
    a heading's terms hold for every sentence under it, so they cannot tell two of them apart.
    A claim that names nothing the question is about, only a value ("The answer is: 2 working
    days."), must come from a sentence within `bare_value_margin` of the best: with no words
-   of its own to say which sentence it read, a near miss passed the 0.7 margin.
+   of its own to say which sentence it read, a near miss passed the 0.7 margin. A claim that
+   copies a passage sentence word for word is held to that sentence's own words as well: a
+   copy is supported by construction, and its neighbours made the sentence beside the answer
+   look relevant.
 
 4. The question's expected answer type (`answer_types`: a weight, an amount of money, a number
    or date, a time of day, a code, a person) must be met: an answer to "How much does the TW-40
@@ -363,10 +366,35 @@ def _against(claim: str, question: str, n: int, scorer: _Scorer, best_rel: float
     topical = (claim_terms & scorer.question_terms).difference(
         *(terms(w) for w in answer_types.counted_nouns(question)))
     margin = cfg.relevance_margin if topical else cfg.bare_value_margin
+    off = _off_topic_copy(claim, units, scorer, cfg.relevance_margin)
+    if off is not None:
+        return Grounding(False, reason=f"the answer copies a sentence of passage [{n}] that is "
+                         "not the one about the question", **{**common, "sentence": off})
     if ratio < margin or (not topical and scorer.own_ratio(k) < margin):
         return Grounding(False, reason=f"the sentence of passage [{n}] is not the one about the "
                          "question", **common)
     return Grounding(True, **common)
+
+
+_FOLD = re.compile(r"[\W_]+")
+COPY_WORDS = 6  # a claim sentence this long found word for word in a passage is a copy of it
+
+
+def _off_topic_copy(claim: str, units: list[int], scorer: _Scorer, margin: float) -> str | None:
+    """The sentence of `units` (one passage) that the claim's first sentence copies word for
+    word (at least COPY_WORDS words) when that sentence's own words fall below `margin` of the
+    best (`own_ratio`), else None. A copy is supported by construction, so the window rule,
+    which lets a sentence's neighbours count, would pass a copy of the sentence *beside* the
+    answer; a copy is judged by its own words, as a bare value is."""
+    first = next((x for x in sentences(claim) if x.strip()), "")
+    words = _FOLD.sub(" ", first.lower()).split()
+    if len(words) < COPY_WORDS:
+        return None
+    needle = " ".join(words)
+    for k in units:
+        if needle in " ".join(_FOLD.sub(" ", scorer.units[k][2].lower()).split()):
+            return scorer.units[k][2] if scorer.own_ratio(k) < margin else None
+    return None
 
 
 def _apart(claim: str, question_lower: str, scorer: _Scorer, k: int) -> str | None:

@@ -165,3 +165,20 @@ def test_how_words_hyphens_and_irregular_verbs_are_normalised():
     assert "systemd-analyz" in terms("run systemd-analyze blame")  # passages keep commands whole
     assert "hold" in terms("The button is held down.")
     assert {"hg-2", "wi-fi"} <= terms("the HG-2 Wi-Fi", split_hyphens=True)
+
+
+def test_a_copied_sentence_is_judged_by_its_own_words_not_its_neighbours():
+    """Found on the Debian FAQ (2026-12-03, an adapter at learning rate 5e-4): the model copied
+    the sentence beside the answer word for word, and the neighbours' words made it relevant."""
+    question = "Which file holds just the version number of my release?"
+    passages = [(1, "The file /etc/release-version holds just the version number of the "
+                    "release. The Package field gives the package name, by which the package "
+                    "tools manipulate it.", "Release files")]
+    neighbour = "The Package field gives the package name, by which the package tools manipulate it."
+    verdict = check(question, neighbour, passages)
+    assert not verdict.supported and "copies a sentence of passage [1]" in verdict.reason
+    assert verdict.sentence.startswith("The Package field")
+    right = "The file /etc/release-version holds just the version number of the release."
+    assert check(question, right, passages).supported
+    # a paraphrase is not a copy: it keeps the window rule
+    assert check(question, "It is /etc/release-version [1].", passages).supported
