@@ -6,15 +6,18 @@ each, the reply, the reasoning and the sources of the passages the prompt held, 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ragtune.errors import RagtuneError
+from ragtune.errors import DatasetError, RagtuneError
+from ragtune.types import Generator
 from serving.assistant import Params
 from serving.reasoning import split_reasoning
 
@@ -66,8 +69,7 @@ class AssistantAnswerer(Answerer):
         prompts = [self.assistant.prepare(q, use_rag=use_rag, top_k=top_k) for q in questions]
         params = Params(model=model, max_new_tokens=max_new_tokens, temperature=0.0)
         pending = [p for p in prompts if p.refusal is None]
-        results = iter(self.assistant.generator.generate(
-            [self.assistant.request(p, params) for p in pending]))
+        results = iter(self._generate(pending, params))
         replies = []
         for prompt in prompts:
             sources = [s.source for s in prompt.sources]
@@ -83,8 +85,82 @@ class AssistantAnswerer(Answerer):
                                  verdict, text if final != text else "", pages))
         return replies
 
+    def _generate(self, prompts: Sequence[Any], params: Params) -> list[Any]:
+        """The model's texts (GenerationResult: `.text`, `.completion_tokens`) for the prompts
+        that passed the gate, in order: one batched engine call."""
+        return self.assistant.generator.generate(
+            [self.assistant.request(p, params) for p in prompts])
+
     def close(self) -> None:
         self.assistant.generator.close()
+
+
+class NoGeneration(Generator):
+    """The generator of a replay: it loads no model and refuses to generate."""
+
+    def models(self) -> list[str]:
+        return ["base"]
+
+    def generate(self, requests: Sequence[Any]) -> list[Any]:
+        raise RagtuneError("a replayed eval generates nothing")
+
+    def stream(self, request: Any) -> Iterator[str]:
+        raise RagtuneError("a replayed eval generates nothing")
+
+
+@dataclass
+class _Stored:
+    text: str
+    completion_tokens: int
+
+
+class ReplayAnswerer(AssistantAnswerer):
+    """An earlier eval's model texts (`answers.jsonl`) through today's retrieval, gate and
+    grounding check, generating nothing: what a change of the check or the quotes does to the
+    answers users get, answer for answer, in seconds instead of a generation run (greedy
+    decoding makes the texts what a re-run would write, as long as the prompt is unchanged).
+
+    A question the earlier run's gate refused has no text to replay; if today's gate lets it
+    through, the replay stops and says so (run a full eval then)."""
+
+    def __init__(self, assistant: Any, answers: Path) -> None:
+        super().__init__(assistant)
+        self.source = answers
+        self.rows: dict[tuple[str, bool, str], dict[str, Any]] = {}
+        try:
+            lines = answers.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise DatasetError(answers, f"cannot read the eval answers to replay: {err}") from None
+        for number, line in enumerate(lines, start=1):
+            try:
+                row = json.loads(line)
+                self.rows[(row["model"], bool(row["rag"]), row["question"])] = row
+            except (ValueError, KeyError, TypeError) as err:
+                raise DatasetError(answers, f"not an eval answer row ({err})", row=number) \
+                    from None
+
+    def models(self) -> list[str]:
+        names = list(dict.fromkeys(model for model, _, _ in self.rows))
+        return ["base", *[n for n in names if n != "base"]]
+
+    def _generate(self, prompts: Sequence[Any], params: Params) -> list[Any]:
+        out = []
+        for prompt in prompts:
+            row = self.rows.get((params.model, prompt.use_rag, prompt.question))
+            if row is None or not row.get("completion_tokens"):
+                what = "has no answer" if row is None else "was refused before generating"
+                raise DatasetError(
+                    self.source, f"{params.model}{'+RAG' if prompt.use_rag else ''} {what} "
+                    f"for {prompt.question!r}, so there is no text to replay",
+                    hint="run a full eval")
+            own = row.get("generated") or row.get("answer") or ""
+            reasoning = row.get("reasoning") or ""
+            text = f"<think>\n{reasoning}\n</think>\n\n{own}" if reasoning else own
+            out.append(_Stored(text, int(row["completion_tokens"])))
+        return out
+
+    def close(self) -> None:
+        """Nothing was loaded but the index, which `run` closes."""
 
 
 class HttpAnswerer(Answerer):

@@ -9,7 +9,7 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
              url: str | None = None, json: bool = False, workspace: Path | None = None,
              k: int = 5, top_k: int = 4, limit: int | None = None, max_new_tokens: int = 64,
              modes: str = "dense,bm25,hybrid", reranker: str | None = None,
-             batch_size: int = 16, calibrate: bool = False) -> int:
+             batch_size: int = 16, calibrate: bool = False, replay: Path | None = None) -> int:
     """Measure what tuning and retrieval buy: base, base+RAG, tuned, tuned+RAG, and retrieval.
 
     Every question of QA goes through each model without and with retrieval (through the
@@ -38,6 +38,9 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
         calibrate: first fit the "nothing relevant was found" gate on QA's answerable and
             unanswerable questions and write it beside the index (serving uses it); the eval
             then runs with it.
+        replay: an earlier eval folder (or its answers.jsonl): put its model texts through
+            today's retrieval, gate and grounding check instead of generating (seconds, not
+            minutes: what a change of the check does to the answers users get).
     """
     import json as jsonlib
     import sys
@@ -47,7 +50,8 @@ def evaluate(qa: Path = Path("data/eval/qa.jsonl"), model: str = "base,latest",
 
     cfg = EvalConfig(qa=qa, models=model, k=k, top_k=top_k, modes=modes, reranker=reranker,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, url=url,
-                     limit=limit, json=json, workspace=workspace, calibrate=calibrate)
+                     limit=limit, json=json, workspace=workspace, calibrate=calibrate,
+                     replay=replay)
     result, out_dir = run(cfg)
     if json:
         print(jsonlib.dumps({**result.to_dict(), "output_dir": str(out_dir)}, ensure_ascii=False,

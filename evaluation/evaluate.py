@@ -49,6 +49,7 @@ class EvalConfig:
     json: bool = False  # print the results as JSON instead of tables
     workspace: Path | None = None  # default: the settings' workspace
     calibrate: bool = False  # fit the refusal gate on this QA file first (written by the index)
+    replay: Path | None = None  # an earlier eval folder: re-score its model texts, generate nothing
 
     def __post_init__(self) -> None:
         self.qa = Path(self.qa)
@@ -62,6 +63,10 @@ class EvalConfig:
             raise ConfigError("batch_size", self.batch_size, "must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit", self.limit, "must be at least 1 (or unset for all)")
+        if self.replay is not None:
+            self.replay = Path(self.replay)
+            if self.url is not None:
+                raise ConfigError("replay", self.replay, "replays texts in process; drop --url")
         if self.url is not None and not self.url.startswith(("http://", "https://")):
             raise ConfigError("url", self.url, "must start with http:// or https://")
         if not self.model_list:

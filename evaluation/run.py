@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evaluation.backends import Answerer, AssistantAnswerer, HttpAnswerer
+from evaluation.backends import (Answerer, AssistantAnswerer, HttpAnswerer, NoGeneration,
+                                 ReplayAnswerer)
 from evaluation.calibrate import calibrate
 from evaluation.data import DatasetRef, check_no_leak, load_qa, registered_datasets, run_datasets
 from retrieval.rerank import NOT_AVAILABLE, find_reranker
@@ -51,6 +52,18 @@ def open_backends(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retrie
     assistant = Assistant(load_generator(settings, engine), retriever,
                           AssistantConfig.from_settings(settings, top_k=cfg.top_k))
     return AssistantAnswerer(assistant), retriever
+
+
+def open_replay(cfg: EvalConfig, settings: Settings) -> tuple[Answerer, Retriever | None]:
+    """The workspace's index and today's check over the model texts of the eval folder (or
+    answers.jsonl) `cfg.replay`; no model is loaded."""
+    retriever, reason = load_retriever(settings)
+    if retriever is None:
+        log.warning("no retrieval: %s", reason)
+    answers = cfg.replay / "answers.jsonl" if cfg.replay.is_dir() else cfg.replay
+    assistant = Assistant(NoGeneration(), retriever,
+                          AssistantConfig.from_settings(settings, top_k=cfg.top_k))
+    return ReplayAnswerer(assistant, answers), retriever
 
 
 def training_datasets(cfg: EvalConfig, settings: Settings) -> list[DatasetRef]:
@@ -99,7 +112,8 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
     check_no_leak(items, cfg.qa, training_datasets(cfg, settings))
     own = answerer is None
     if own:
-        answerer, retriever = open_backends(cfg, settings)
+        opener = open_replay if cfg.replay is not None else open_backends
+        answerer, retriever = opener(cfg, settings)
     try:
         reranker, note = None, NOT_AVAILABLE
         if cfg.rerank and retriever is not None and cfg.mode_list:
@@ -126,6 +140,8 @@ def run(cfg: EvalConfig, *, answerer: Answerer | None = None,
             f"answerable questions); written to {calibrated['path']}")
         if cfg.url:
             result.notes.append("the server at --url reads the new gate when it restarts")
+    if cfg.replay is not None:
+        result.notes.append(f"replayed the model texts of {cfg.replay}: nothing was generated")
     result.notes.append(f"log: {log_path}")
     write_outputs(out_dir, result.to_dict(), result.answers,
                   resolved_config(cfg, settings, result, len(items), note))

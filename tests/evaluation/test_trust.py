@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evaluation.backends import AssistantAnswerer
+from evaluation.backends import AssistantAnswerer, NoGeneration, ReplayAnswerer
 from evaluation.calibrate import calibrate
 from evaluation.data import load_qa
 from evaluation.evaluate import EvalConfig
@@ -135,3 +135,44 @@ def test_a_question_with_an_expected_page_scores_whether_that_page_is_cited(work
     bad.write_text(json.dumps({**rows[0], "page": 0}) + "\n", encoding="utf-8")
     with pytest.raises(Exception, match="page"):
         load_qa(bad)
+
+
+def _verdicts(result) -> dict:
+    return {(r["config"], r["question"]): (r["answer"], r["answer_kind"], r["correct"],
+                                           r["wrong_unflagged"]) for r in result.answers}
+
+
+def test_a_replay_rescores_an_earlier_evals_texts_without_generating(workspace, tmp_path):
+    qa = write_qa(tmp_path / "qa.jsonl")
+    cfg = EvalConfig(qa=qa, models="base", k=2, top_k=2, batch_size=4, rerank=False, modes="")
+    retriever = StaticRetriever(CHUNKS)
+    first, out = run(cfg, answerer=_answerer(), retriever=retriever, show_progress=False)
+
+    def replay(**config):
+        assistant = Assistant(NoGeneration(), retriever,
+                              AssistantConfig(**{"answerable_threshold": 0.05, "top_k": 2, **config}))
+        replay_cfg = EvalConfig(qa=qa, models="base", k=2, top_k=2, batch_size=4, rerank=False,
+                                modes="", replay=out)
+        return run(replay_cfg, answerer=ReplayAnswerer(assistant, out / "answers.jsonl"),
+                   retriever=retriever, show_progress=False)[0]
+
+    # the same check over the same texts: every answer and verdict again, nothing generated
+    assert _verdicts(replay()) == _verdicts(first)
+    # another setting of the check: what a fresh run with it gives, answer for answer
+    flagged, _ = run(cfg, answerer=_answerer(on_unsupported="flag"), retriever=retriever,
+                     show_progress=False)
+    replayed = replay(on_unsupported="flag")
+    assert _verdicts(replayed) == _verdicts(flagged) != _verdicts(first)
+    assert any("nothing was generated" in note for note in replayed.notes)
+    # an answers file without the texts a question needs: a clear error naming the file
+    short = tmp_path / "short.jsonl"
+    short.write_text("\n".join((out / "answers.jsonl").read_text().splitlines()[:1]) + "\n")
+    assistant = Assistant(NoGeneration(), retriever, AssistantConfig(answerable_threshold=0.05,
+                                                                     top_k=2))
+    with pytest.raises(DatasetError, match="short.jsonl.*no text to replay"):
+        run(cfg, answerer=ReplayAnswerer(assistant, short), retriever=retriever,
+            show_progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model": "base"}\n')
+    with pytest.raises(DatasetError, match="bad.jsonl, row 1"):
+        ReplayAnswerer(assistant, bad)
