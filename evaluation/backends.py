@@ -153,7 +153,10 @@ class ReplayAnswerer(AssistantAnswerer):
                     self.source, f"{params.model}{'+RAG' if prompt.use_rag else ''} {what} "
                     f"for {prompt.question!r}, so there is no text to replay",
                     hint="run a full eval")
-            own = row.get("generated") or row.get("answer") or ""
+            # `generated` holds the model's text when the service replaced it (a quote always
+            # does, so an empty text quoted over stays empty); otherwise the answer is the text
+            replaced = row.get("generated") or row.get("answer_kind") == "extracted"
+            own = row.get("generated", "") if replaced else row.get("answer") or ""
             reasoning = row.get("reasoning") or ""
             text = f"<think>\n{reasoning}\n</think>\n\n{own}" if reasoning else own
             out.append(_Stored(text, int(row["completion_tokens"])))
