@@ -6,7 +6,6 @@ each, the reply, the reasoning and the sources of the passages the prompt held, 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import DatasetError, RagtuneError
-from ragtune.types import Generator
+from ragtune.datasets import read_rows
+from ragtune.types import GenerationResult, Generator
 from serving.assistant import Params
 from serving.reasoning import split_reasoning
 
@@ -85,7 +85,7 @@ class AssistantAnswerer(Answerer):
                                  verdict, text if final != text else "", pages))
         return replies
 
-    def _generate(self, prompts: Sequence[Any], params: Params) -> list[Any]:
+    def _generate(self, prompts: Sequence[Any], params: Params) -> list[GenerationResult]:
         """The model's texts (GenerationResult: `.text`, `.completion_tokens`) for the prompts
         that passed the gate, in order: one batched engine call."""
         return self.assistant.generator.generate(
@@ -108,12 +108,6 @@ class NoGeneration(Generator):
         raise RagtuneError("a replayed eval generates nothing")
 
 
-@dataclass
-class _Stored:
-    text: str
-    completion_tokens: int
-
-
 class ReplayAnswerer(AssistantAnswerer):
     """An earlier eval's model texts (`answers.jsonl`) through today's retrieval, gate and
     grounding check, generating nothing: what a change of the check or the quotes does to the
@@ -127,15 +121,10 @@ class ReplayAnswerer(AssistantAnswerer):
         super().__init__(assistant)
         self.source = answers
         self.rows: dict[tuple[str, bool, str], dict[str, Any]] = {}
-        try:
-            lines = answers.read_text(encoding="utf-8").splitlines()
-        except OSError as err:
-            raise DatasetError(answers, f"cannot read the eval answers to replay: {err}") from None
-        for number, line in enumerate(lines, start=1):
+        for number, row in read_rows(answers):
             try:
-                row = json.loads(line)
                 self.rows[(row["model"], bool(row["rag"]), row["question"])] = row
-            except (ValueError, KeyError, TypeError) as err:
+            except (KeyError, TypeError) as err:
                 raise DatasetError(answers, f"not an eval answer row ({err})", row=number) \
                     from None
 
@@ -143,7 +132,7 @@ class ReplayAnswerer(AssistantAnswerer):
         names = list(dict.fromkeys(model for model, _, _ in self.rows))
         return ["base", *[n for n in names if n != "base"]]
 
-    def _generate(self, prompts: Sequence[Any], params: Params) -> list[Any]:
+    def _generate(self, prompts: Sequence[Any], params: Params) -> list[GenerationResult]:
         out = []
         for prompt in prompts:
             row = self.rows.get((params.model, prompt.use_rag, prompt.question))
@@ -159,7 +148,7 @@ class ReplayAnswerer(AssistantAnswerer):
             own = row.get("generated", "") if replaced else row.get("answer") or ""
             reasoning = row.get("reasoning") or ""
             text = f"<think>\n{reasoning}\n</think>\n\n{own}" if reasoning else own
-            out.append(_Stored(text, int(row["completion_tokens"])))
+            out.append(GenerationResult(text, 0, int(row["completion_tokens"])))
         return out
 
     def close(self) -> None:
